@@ -1,0 +1,1 @@
+"""The `qflow` command line."""

@@ -1,0 +1,1 @@
+"""Threshold BLS signatures and distributed key generation."""

@@ -1,0 +1,1 @@
+"""libp2p host, gossipsub topics, request/response protocols, membership."""

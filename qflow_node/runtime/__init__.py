@@ -1,0 +1,1 @@
+"""trio services wiring the pure core to net, store and sandbox (the daemon)."""

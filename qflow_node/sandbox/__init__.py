@@ -1,0 +1,1 @@
+"""wasmtime step runner, host functions and module cache."""

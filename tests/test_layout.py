@@ -1,0 +1,106 @@
+"""The dependency rules of docs/adr/0001-layout-and-dependency-rules.md, enforced.
+
+Each part of `qflow_node` may import only the parts listed for it; `core` must stay
+pure (no I/O, clock, randomness or concurrency); `sentinel` stands alone so other
+projects can run it in their CI.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "qflow_node"
+
+# part -> the qflow_node parts it may import (itself always allowed).
+ALLOWED: dict[str, set[str]] = {
+    "core": {"codec", "identity.keys"},
+    "codec": set(),
+    "identity": {"codec", "fsio", "repo", "log"},
+    "store": {"codec", "fsio", "repo", "log"},
+    "crypto": {"codec"},
+    "net": {"codec", "identity", "log"},
+    "sandbox": {"codec", "core", "log"},
+    "ledger_store": {"core", "codec", "identity", "store", "fsio", "repo", "log"},
+    "runtime": {"*"},
+    "api": {"*"},
+    "cli": {"*"},
+    "fsio": set(),
+    "log": set(),
+    "repo": set(),
+    "__init__": set(),
+}
+
+# Modules the pure core must never touch: I/O, time, randomness, concurrency, network.
+IMPURE = {
+    "trio", "anyio", "asyncio", "socket", "select", "selectors", "ssl", "time", "random",
+    "secrets", "uuid", "datetime", "os", "pathlib", "io", "shutil", "tempfile", "threading",
+    "multiprocessing", "subprocess", "signal", "libp2p", "wasmtime", "httpx", "structlog",
+    "logging", "sys",
+}  # fmt: skip
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                raise AssertionError(f"{path}:{node.lineno}: use absolute imports")
+            if node.module:
+                found.append((node.lineno, node.module))
+    return found
+
+
+def part_of(path: Path) -> str:
+    rel = path.relative_to(PACKAGE)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def qflow_part(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "qflow_node":
+        return None
+    return ".".join(parts[1:3]) if len(parts) > 1 else "__init__"
+
+
+def allowed(source_part: str, target: str) -> bool:
+    rules = ALLOWED[source_part]
+    top = target.split(".", maxsplit=1)[0]
+    return "*" in rules or top == source_part or target in rules or top in rules
+
+
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_follow_the_dependency_rules(path: Path) -> None:
+    part = part_of(path)
+    assert part in ALLOWED, f"{part!r} is a new part of qflow_node: add it to ALLOWED and the ADR"
+    for line, module in imported_modules(path):
+        target = qflow_part(module)
+        if target is not None:
+            assert allowed(part, target), f"{path}:{line}: {part} may not import {module}"
+        if part == "core":
+            assert module.split(".")[0] not in IMPURE, f"{path}:{line}: core is pure; {module}"
+
+
+def test_sentinel_stands_alone() -> None:
+    for path in sorted((ROOT / "sentinel").rglob("*.py")):
+        for line, module in imported_modules(path):
+            assert not module.startswith("qflow_node"), f"{path}:{line}: sentinel imports {module}"
+
+
+def test_the_rules_catch_a_violation(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import time\nfrom qflow_node.store import x\n", encoding="utf-8")
+    modules = imported_modules(bad)
+    assert modules == [(1, "time"), (2, "qflow_node.store")]
+    assert not allowed("core", "store")
+    assert "time" in IMPURE
+    assert allowed("core", "identity.keys") and not allowed("core", "identity.store")
