@@ -1,0 +1,159 @@
+"""`qflow block put|get|stat`: blocks in the local repo's block store.
+
+Exit codes: 0 ok; 1 the block asked for is missing or corrupt (a corrupt file is moved to
+`blocks/quarantine/`); 2 usage or I/O error (no repo, invalid CID, unreadable input,
+invalid JSON, oversize block). Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Final, NoReturn
+
+import click
+
+from qflow_node.cli.options import repo_option
+from qflow_node.codec import CID, Block, CidError, UnencodableError, dag_block, parse_cid, raw_block
+from qflow_node.repo import RepoPaths
+from qflow_node.store import (
+    BlockNotFoundError,
+    CorruptBlockError,
+    FileBlockStore,
+    InvalidBlockError,
+    StoreNotFoundError,
+)
+from qflow_node.store.dagjson import DagJsonError, parse_dag_json
+
+EXIT_BAD: Final = 1
+EXIT_USAGE: Final = 2
+
+# JSON spends up to 4/3 bytes per byte (base64) plus syntax and whitespace; anything
+# longer than this cannot plausibly encode to a block within the limit.
+_JSON_INPUT_FACTOR: Final = 8
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    click.echo(f"error: {' '.join(message.split())}", err=True)
+    raise SystemExit(code)
+
+
+def _open_store(repo: Path) -> FileBlockStore:
+    blocks = RepoPaths(repo).blocks
+    try:
+        return FileBlockStore(blocks)
+    except StoreNotFoundError:
+        _fail(f"no block store at {blocks}; run `qflow init --repo {repo}` first")
+    except OSError as exc:
+        _fail(f"cannot open the block store at {blocks}: {exc.strerror or exc}")
+
+
+def _parse_cid_arg(text: str) -> CID:
+    try:
+        return parse_cid(text.strip())
+    except CidError as exc:
+        _fail(str(exc))
+
+
+def _read_input(source: str, limit: int) -> bytes:
+    """At most `limit` bytes of FILE (or stdin for `-`); more is an error, not a truncation."""
+    try:
+        if source == "-":
+            data = sys.stdin.buffer.read(limit + 1)
+        else:
+            with Path(source).open("rb") as fh:
+                data = fh.read(limit + 1)
+    except OSError as exc:
+        _fail(f"cannot read {source}: {exc.strerror or exc}")
+    if len(data) > limit:
+        _fail(f"{source}: input is larger than {limit} bytes")
+    return data
+
+
+@click.group("block", epilog="Exit codes: 0 ok, 1 block missing or corrupt, 2 usage or I/O error.")
+def block_group() -> None:
+    """Store and read IPFS blocks (CIDv1, sha2-256) in the local block store."""
+
+
+@block_group.command("put")
+@repo_option
+@click.option(
+    "--codec",
+    type=click.Choice(["raw", "dag-cbor"]),
+    default="raw",
+    show_default=True,
+    help="raw: FILE's bytes as they are. dag-cbor: FILE is DAG-JSON, stored as DAG-CBOR.",
+)
+@click.argument("file", metavar="FILE")
+def put_command(repo: Path, codec: str, file: str) -> None:
+    """Store FILE (`-` for stdin) as one block and print its CID.
+
+    With --codec dag-cbor, FILE is JSON with the DAG-JSON conventions: {"/": "bafy…"} is a
+    link and {"/": {"bytes": "<base64>"}} is a byte string.
+    """
+    store = _open_store(repo)
+    limit = store.max_block_size
+    block: Block
+    if codec == "raw":
+        block = raw_block(_read_input(file, limit))
+    else:
+        text = _read_input(file, limit * _JSON_INPUT_FACTOR)
+        try:
+            block = dag_block(parse_dag_json(text))
+        except (DagJsonError, UnencodableError) as exc:
+            _fail(f"{file}: {exc}")
+    try:
+        store.put(block)
+    except InvalidBlockError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write to the block store: {exc}")
+    click.echo(block.cid.encode())
+
+
+@block_group.command("get")
+@repo_option
+@click.argument("cid", metavar="CID")
+def get_command(repo: Path, cid: str) -> None:
+    """Write the block's bytes to stdout, after checking they hash to CID."""
+    store = _open_store(repo)
+    key = _parse_cid_arg(cid)
+    data = _load(store, key)
+    out = sys.stdout.buffer
+    out.write(data)
+    out.flush()
+
+
+@block_group.command("stat")
+@repo_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@click.argument("cid", metavar="CID")
+def stat_command(repo: Path, as_json: bool, cid: str) -> None:
+    """Print a block's CID, codec and size.
+
+    Reads the file's size only; `qflow block get` verifies the content.
+    """
+    store = _open_store(repo)
+    key = _parse_cid_arg(cid)
+    try:
+        st = store.stat(key)
+    except BlockNotFoundError as exc:
+        _fail(str(exc), EXIT_BAD)
+    except OSError as exc:
+        _fail(f"cannot read the block store: {exc}")
+    fields: dict[str, Any] = {"cid": st.cid.encode(), "codec": st.codec_name, "size": st.size}
+    if as_json:
+        click.echo(json.dumps(fields))
+    else:
+        for name, value in fields.items():
+            click.echo(f"{name:<6}{value}")
+
+
+def _load(store: FileBlockStore, cid: CID) -> bytes:
+    try:
+        return store.get(cid)
+    except (BlockNotFoundError, CorruptBlockError) as exc:
+        _fail(str(exc), EXIT_BAD)
+    except OSError as exc:
+        _fail(f"cannot read the block store: {exc}")
