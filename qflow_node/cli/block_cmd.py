@@ -16,6 +16,7 @@ import click
 
 from qflow_node.cli.options import repo_option
 from qflow_node.codec import CID, Block, CidError, UnencodableError, dag_block, parse_cid, raw_block
+from qflow_node.codec.dagjson import DagJsonError, parse_dag_json
 from qflow_node.repo import RepoPaths
 from qflow_node.store import (
     BlockNotFoundError,
@@ -24,7 +25,6 @@ from qflow_node.store import (
     InvalidBlockError,
     StoreNotFoundError,
 )
-from qflow_node.store.dagjson import DagJsonError, parse_dag_json
 
 EXIT_BAD: Final = 1
 EXIT_USAGE: Final = 2

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from qflow_node.codec import CID, dag_block, parse_cid
-from qflow_node.store.dagjson import DagJsonError, parse_dag_json
+from qflow_node.codec.dagjson import DagJsonError, parse_dag_json
 
 EMPTY = "bafyreigbtj4x7ip5legnfznufuopl4sg4knzc2cof6duas4b3q2fy6swua"
 

@@ -1,4 +1,5 @@
-"""Read DAG-JSON text into the IPLD data model, ready for `dag_block` (dag-cbor).
+"""DAG-JSON: read it into the IPLD data model (`parse_dag_json`), render values as it
+(`to_dag_json`) for display and JSON Schema validation.
 
 DAG-JSON conventions (ipld.io/specs/codecs/dag-json): `{"/": "bafy…"}` is a link,
 `{"/": {"bytes": "<base64>"}}` is a byte string (standard alphabet, padding optional),
@@ -17,7 +18,7 @@ import math
 import re
 from typing import Any, Final
 
-from qflow_node.codec import CidError, parse_cid
+from qflow_node.codec.cid import CID, CidError, parse_cid
 
 _INT_MIN: Final = -(2**64)
 _INT_MAX: Final = 2**64 - 1
@@ -130,3 +131,22 @@ def _first_key(obj: dict[str, Any]) -> str:
 
 def _child(path: str, key: str) -> str:
     return f"{path}.{key}" if _IDENT.fullmatch(key) else f"{path}[{json.dumps(key)}]"
+
+
+def to_dag_json(value: Any) -> Any:
+    """A JSON-serialisable copy of a dag-cbor data-model value.
+
+    Links become {"/": "<base32 CID>"}, bytes {"/": {"bytes": "<base64, unpadded>"}};
+    serialise with sorted keys to match DAG-JSON's canonical form.
+    """
+    if isinstance(value, CID):
+        return {"/": value.encode()}
+    if isinstance(value, bytes):
+        return {"/": {"bytes": base64.b64encode(value).decode("ascii").rstrip("=")}}
+    if isinstance(value, dict):
+        return {key: to_dag_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_dag_json(item) for item in value]
+    if isinstance(value, float | int | str | bool) or value is None:
+        return value
+    raise TypeError(f"{type(value).__name__} is not in the dag-cbor data model")

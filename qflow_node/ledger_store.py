@@ -1,0 +1,288 @@
+"""Storage glue for the execution ledger: records in a block store, heads on disk.
+
+Records are dag-cbor blocks in the node's `BlockStore`. The only other state is, per
+execution, its current head set, kept in `<repo>/ledger/heads/<exec>.cbor` (dag-cbor
+`{"exec": CID, "heads": [CID…]}`), replaced atomically (`atomic_write`).
+
+Crash safety: `append` puts the record block (durable when `put` returns) before it
+replaces the heads file, so after a crash the index names only blocks that exist. A
+crash in between leaves an unreferenced block nobody was told about; the next append
+links the old heads and the orphan is never part of the ledger.
+
+Concurrency: one lock serialises appends and merges within a process. One node process
+owns a repo; two processes appending to the same execution would each overwrite the
+other's heads file (the ledger stays valid, but a record may drop out of the head set).
+
+The pure logic (building, verifying, ordering records) is `qflow_node.core.ledger`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from qflow_node.codec import CID, DAG_CBOR, Block, CodecError, decode_dag, encode_dag, parse_cid
+from qflow_node.core.ledger import (
+    CorruptBlock,
+    Lookup,
+    Record,
+    RecordError,
+    SignatureChecker,
+    SignatureItem,
+    VerifyReport,
+    check_signatures,
+    decode_record,
+    new_record,
+    verify_execution,
+)
+from qflow_node.fsio import atomic_write, fsync_dir
+from qflow_node.identity.keys import SigningKey
+from qflow_node.repo import RepoPaths
+from qflow_node.store import BlockNotFoundError, BlockStore, CorruptBlockError
+
+HEADS_DIR: Final = "heads"
+HEADS_SUFFIX: Final = ".cbor"
+
+
+class LedgerStoreError(Exception):
+    """The ledger index or a head record is missing, corrupt or unusable."""
+
+
+def store_lookup(store: BlockStore) -> Lookup:
+    """A `Lookup` for the verifier over a BlockStore (absent -> None, corrupt -> signal)."""
+
+    def lookup(cid: CID) -> bytes | None:
+        try:
+            return store.get(cid)
+        except BlockNotFoundError:
+            return None
+        except CorruptBlockError as exc:
+            raise CorruptBlock(exc.reason) from None
+
+    return lookup
+
+
+class LedgerStore:
+    """Append to, merge into, read and verify execution ledgers of one node repo."""
+
+    def __init__(self, store: BlockStore, paths: RepoPaths) -> None:
+        self.store = store
+        self.lookup = store_lookup(store)
+        self._dir = paths.ledger / HEADS_DIR
+        self._lock = threading.Lock()
+
+    # -- heads index ----------------------------------------------------------------------
+
+    def _heads_path(self, exec: CID) -> Path:
+        return self._dir / f"{exec.encode()}{HEADS_SUFFIX}"
+
+    def heads(self, exec: CID) -> tuple[CID, ...]:
+        """The current heads of `exec` (empty if this node knows no record of it)."""
+        path = self._heads_path(exec)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return ()
+        except OSError as exc:
+            raise LedgerStoreError(f"cannot read heads index {path}: {exc.strerror}") from None
+        return _parse_heads(path, data, exec)
+
+    def executions(self) -> list[CID]:
+        """Executions with a heads index, sorted by CID string."""
+        try:
+            names = sorted(p.name for p in self._dir.iterdir() if p.name.endswith(HEADS_SUFFIX))
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            try:
+                found.append(parse_cid(name.removesuffix(HEADS_SUFFIX)))
+            except ValueError:
+                continue  # not ours (e.g. an editor's backup file)
+        return found
+
+    def _write_heads(self, exec: CID, heads: Sequence[CID]) -> None:
+        for directory in (self._dir.parent, self._dir):  # ledger/, ledger/heads/
+            if not directory.is_dir():
+                directory.mkdir(exist_ok=True)
+                fsync_dir(directory.parent)  # the new entry survives a crash
+        ordered = sorted(heads, key=lambda cid: cid.cid_bytes)
+        atomic_write(self._heads_path(exec), encode_dag({"exec": exec, "heads": ordered}))
+
+    # -- records --------------------------------------------------------------------------
+
+    def record(self, cid: CID) -> Record:
+        """One record from the store, hash- and field-checked (not signature-checked)."""
+        try:
+            data = self.lookup(cid)
+        except CorruptBlock as exc:
+            raise LedgerStoreError(
+                f"record {cid.encode()} is corrupt in the store: {exc}"
+            ) from None
+        if data is None:
+            raise LedgerStoreError(f"record {cid.encode()} is not in the block store")
+        try:
+            return decode_record(cid, data)
+        except RecordError as exc:
+            raise LedgerStoreError(f"record {cid.encode()}: {exc.reason}: {exc}") from None
+
+    def append(
+        self,
+        exec: CID,
+        kind: str,
+        *,
+        payload: CID,
+        key: SigningKey,
+        ts: int | None = None,
+        step: str | None = None,
+        attempt: int = 0,
+        state: CID | None = None,
+        actor: str | None = None,
+    ) -> Block:
+        """Sign a record linking all current heads, store it, make it the only head.
+
+        The first record of an execution must be `exec.started`; it links nothing.
+        Raises RecordError for a record the format forbids, StoreError/OSError on I/O.
+        """
+        if ts is None:
+            ts = time.time_ns() // 1_000_000
+        with self._lock:
+            parents = {head: self.record(head).clock for head in self.heads(exec)}
+            block, _ = new_record(
+                exec,
+                kind,
+                parents=parents,
+                payload=payload,
+                key=key,
+                ts=ts,
+                step=step,
+                attempt=attempt,
+                state=state,
+                actor=actor,
+            )
+            self.store.put(block)
+            self._write_heads(exec, [block.cid])
+        return block
+
+    def merge(
+        self, exec: CID, heads: Iterable[CID], *, checker: SignatureChecker | None = None
+    ) -> VerifyReport:
+        """Adopt heads learnt from a peer: verify the union, keep its antichain.
+
+        The blocks reachable from `heads` must already be in the store (fetch first).
+        Nothing changes unless the whole union verifies.
+        """
+        with self._lock:
+            current = self.heads(exec)
+            report = verify_execution([*current, *heads], self.lookup, exec=exec, checker=checker)
+            if report.ok and report.heads != current:
+                self._write_heads(exec, report.heads)
+        return report
+
+    def verify(
+        self,
+        exec: CID | None = None,
+        heads: Iterable[CID] | None = None,
+        **options: Any,
+    ) -> VerifyReport:
+        """Verify from `heads`, or from the local heads of `exec`. Options as verify_execution."""
+        if heads is None:
+            if exec is None:
+                raise ValueError("verify needs heads or an execution id")
+            heads = self.heads(exec)
+            if not heads:
+                raise LedgerStoreError(f"no local records of execution {exec.encode()}")
+        return verify_execution(heads, self.lookup, exec=exec, **options)
+
+    def replay(self, exec: CID) -> Iterator[tuple[CID, Record]]:
+        """The verified records of `exec`, in replay order. LedgerStoreError if invalid."""
+        report = self.verify(exec)
+        if not report.ok:
+            assert report.failure is not None
+            failure = report.failure
+            raise LedgerStoreError(
+                f"ledger of {exec.encode()} is invalid: {failure.reason} at "
+                f"{failure.cid.encode()}: {failure.message}"
+            )
+        for cid in report.order:
+            yield cid, self.record(cid)
+
+
+def _parse_heads(path: Path, data: bytes, exec: CID) -> tuple[CID, ...]:
+    try:
+        obj = decode_dag(data)
+    except CodecError as exc:
+        raise LedgerStoreError(f"heads index {path} is corrupt: {exc}") from None
+    heads = obj.get("heads") if isinstance(obj, dict) else None
+    if (
+        not isinstance(obj, dict)
+        or obj.keys() != {"exec", "heads"}
+        or obj["exec"] != exec
+        or not isinstance(heads, list)
+        or not heads
+        or any(not isinstance(h, CID) or h.cid_bytes[1] != DAG_CBOR for h in heads)
+    ):
+        raise LedgerStoreError(f"heads index {path} is not a heads index of {exec.encode()}")
+    return tuple(heads)
+
+
+# -- parallel signature checks ------------------------------------------------------------
+
+
+def _check_chunk(job: tuple[int, Sequence[SignatureItem]]) -> int | None:
+    offset, items = job
+    bad = check_signatures(items)
+    return None if bad is None else offset + bad
+
+
+class ParallelSignatureChecker:
+    """A SignatureChecker that spreads Ed25519 checks over worker processes.
+
+    Signature checks are ~85% of full verification and independent of each other;
+    everything else stays in the calling process. Results are taken in chunk order, so
+    the index returned is the first bad one, as with the sequential checker. Batches
+    under `min_batch` are checked in-process (IPC would cost more). Use as a context
+    manager, or call `close()`.
+    """
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        *,
+        chunk: int = 2048,
+        min_batch: int = 256,
+        start_method: str = "forkserver",
+    ) -> None:
+        self.processes = processes or os.cpu_count() or 1
+        self._chunk = chunk
+        self._min_batch = min_batch
+        # forkserver: safe in a process that already runs threads (trio's, the store's).
+        context = multiprocessing.get_context(start_method)
+        self._pool = context.Pool(self.processes)
+
+    def __call__(self, items: Sequence[SignatureItem]) -> int | None:
+        if len(items) < self._min_batch:
+            return check_signatures(items)
+        jobs = [
+            (start, list(items[start : start + self._chunk]))
+            for start in range(0, len(items), self._chunk)
+        ]
+        for bad in self._pool.imap(_check_chunk, jobs):
+            if bad is not None:
+                return bad
+        return None
+
+    def close(self) -> None:
+        self._pool.terminate()
+        self._pool.join()
+
+    def __enter__(self) -> ParallelSignatureChecker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

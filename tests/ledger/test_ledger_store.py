@@ -1,0 +1,206 @@
+"""LedgerStore: records in a real block store, heads index on disk, merges between nodes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qflow_node import ledger_store
+from qflow_node.codec import CID, DAG_CBOR, cid_for, decode_dag, encode_dag
+from qflow_node.core.ledger import Reason, RecordError
+from qflow_node.core.ledger.testing import KEYS, PAYLOAD, SUBMISSION, sign_obj
+from qflow_node.identity.keys import SigningKey
+from qflow_node.ledger_store import LedgerStore, LedgerStoreError, ParallelSignatureChecker
+from qflow_node.repo import RepoPaths
+from qflow_node.store import BlockStore, FileBlockStore, MemoryBlockStore
+
+EXEC = SUBMISSION.cid
+
+
+def make_repo(root: Path) -> RepoPaths:
+    paths = RepoPaths(root)
+    paths.blocks.mkdir(parents=True)
+    return paths
+
+
+def open_ledger(paths: RepoPaths, store: BlockStore | None = None) -> LedgerStore:
+    if store is None:
+        store = FileBlockStore(paths.blocks)
+        store.put_many([SUBMISSION, PAYLOAD])
+    return LedgerStore(store, paths)
+
+
+def append_steps(ledger: LedgerStore, key: SigningKey, count: int) -> list[CID]:
+    written = []
+    for i in range(count):
+        kind = "exec.started" if not ledger.heads(EXEC) else "step.completed"
+        step = None if kind == "exec.started" else f"s{i}"
+        block = ledger.append(EXEC, kind, payload=PAYLOAD.cid, key=key, ts=1000 + i, step=step)
+        written.append(block.cid)
+    return written
+
+
+def test_append_persists_heads_and_the_ledger_verifies(tmp_path: Path) -> None:
+    paths = make_repo(tmp_path / "repo")
+    ledger = open_ledger(paths)
+    written = append_steps(ledger, KEYS[0], 4)
+    assert ledger.heads(EXEC) == (written[-1],)
+
+    reopened = open_ledger(paths, FileBlockStore(paths.blocks))
+    assert reopened.heads(EXEC) == (written[-1],)
+    assert reopened.executions() == [EXEC]
+    report = reopened.verify(EXEC, resolve_links=True)
+    assert report.ok and report.records == 4 and list(report.order) == written
+    replayed = list(reopened.replay(EXEC))
+    assert [cid for cid, _ in replayed] == written
+    assert [record.kind for _, record in replayed] == ["exec.started"] + ["step.completed"] * 3
+
+    index = paths.ledger / "heads" / f"{EXEC.encode()}.cbor"
+    assert decode_dag(index.read_bytes()) == {"exec": EXEC, "heads": [written[-1]]}
+
+
+def test_append_uses_the_wall_clock_when_no_ts_is_given(tmp_path: Path) -> None:
+    ledger = open_ledger(make_repo(tmp_path / "repo"))
+    cid = ledger.append(EXEC, "exec.started", payload=PAYLOAD.cid, key=KEYS[0]).cid
+    assert ledger.record(cid).ts > 1_700_000_000_000
+
+
+def test_the_first_record_must_start_the_execution(tmp_path: Path) -> None:
+    ledger = open_ledger(make_repo(tmp_path / "repo"))
+    with pytest.raises(RecordError) as info:
+        ledger.append(EXEC, "step.completed", payload=PAYLOAD.cid, key=KEYS[0], step="s")
+    assert info.value.reason is Reason.BAD_FIELD
+    append_steps(ledger, KEYS[0], 1)
+    with pytest.raises(RecordError, match="empty 'prev'"):
+        ledger.append(EXEC, "exec.started", payload=PAYLOAD.cid, key=KEYS[0])
+    assert ledger.executions() == [EXEC]
+
+
+def test_two_nodes_branch_and_merge(tmp_path: Path) -> None:
+    shared = MemoryBlockStore()  # stands in for bitswap: every block reaches both
+    shared.put_many([SUBMISSION, PAYLOAD])
+    a = open_ledger(make_repo(tmp_path / "a"), shared)
+    b = open_ledger(make_repo(tmp_path / "b"), shared)
+    genesis = append_steps(a, KEYS[0], 1)[0]
+    assert b.merge(EXEC, [genesis]).ok
+    a1 = a.append(EXEC, "step.completed", payload=PAYLOAD.cid, key=KEYS[0], step="a").cid
+    b1 = b.append(EXEC, "step.completed", payload=PAYLOAD.cid, key=KEYS[1], step="b").cid
+    report = b.merge(EXEC, a.heads(EXEC))
+    assert report.ok and report.records == 3
+    assert b.heads(EXEC) == tuple(sorted([a1, b1], key=lambda c: c.cid_bytes))
+    joined = b.append(EXEC, "exec.completed", payload=PAYLOAD.cid, key=KEYS[1]).cid
+    assert set(b.record(joined).prev) == {a1, b1}
+    assert a.merge(EXEC, [joined]).ok
+    assert a.heads(EXEC) == (joined,)
+    # Merging what is already known changes nothing.
+    assert a.merge(EXEC, [a1, genesis]).heads == (joined,)
+
+
+def test_merge_of_an_invalid_ledger_changes_nothing(tmp_path: Path) -> None:
+    store = MemoryBlockStore()
+    store.put_many([SUBMISSION, PAYLOAD])
+    ledger = open_ledger(make_repo(tmp_path / "repo"), store)
+    written = append_steps(ledger, KEYS[0], 2)
+    bad = ledger.record(written[-1]).to_obj()
+    bad.update(prev=[written[-1]], step="forged", clock={KEYS[0].peer_id: 3})
+    forged = sign_obj(bad, KEYS[1])  # node says KEYS[0]
+    store.put(forged)
+    report = ledger.merge(EXEC, [forged.cid])
+    assert not report.ok and report.failure is not None
+    assert report.failure.reason is Reason.BAD_SIGNATURE and report.failure.cid == forged.cid
+    missing = cid_for(b"never fetched", DAG_CBOR)
+    failure = ledger.merge(EXEC, [missing]).failure
+    assert failure is not None and failure.reason is Reason.MISSING_BLOCK
+    assert ledger.heads(EXEC) == (written[-1],)
+
+
+def test_a_crash_before_the_heads_update_leaves_a_valid_ledger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = make_repo(tmp_path / "repo")
+    ledger = open_ledger(paths)
+    written = append_steps(ledger, KEYS[0], 2)
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise OSError("power cut")
+
+    monkeypatch.setattr(ledger_store, "atomic_write", crash)
+    with pytest.raises(OSError, match="power cut"):
+        ledger.append(EXEC, "step.completed", payload=PAYLOAD.cid, key=KEYS[0], step="lost")
+    monkeypatch.undo()
+
+    reopened = open_ledger(paths, FileBlockStore(paths.blocks))
+    assert reopened.heads(EXEC) == (written[-1],)
+    after = append_steps(reopened, KEYS[0], 1)
+    report = reopened.verify(EXEC)
+    assert report.ok and list(report.order) == [*written, *after]
+
+
+def test_a_flipped_bit_on_disk_is_found_by_verify(tmp_path: Path) -> None:
+    paths = make_repo(tmp_path / "repo")
+    ledger = open_ledger(paths)
+    written = append_steps(ledger, KEYS[0], 3)
+    target = written[1]
+    name = target.encode()
+    path = paths.blocks / name[-3:-1] / name
+    data = bytearray(path.read_bytes())
+    data[20] ^= 0x04
+    path.write_bytes(bytes(data))
+    report = ledger.verify(EXEC)
+    assert report.failure is not None
+    assert report.failure.reason is Reason.HASH_MISMATCH
+    assert report.failure.cid == target and report.failure.linked_from == written[2]
+    # The store quarantined the corrupt file: now the block is simply missing.
+    again = ledger.verify(EXEC)
+    assert again.failure is not None and again.failure.reason is Reason.MISSING_BLOCK
+    with pytest.raises(LedgerStoreError, match="invalid"):
+        list(ledger.replay(EXEC))
+
+
+def test_corrupt_heads_index_is_an_error(tmp_path: Path) -> None:
+    paths = make_repo(tmp_path / "repo")
+    ledger = open_ledger(paths)
+    append_steps(ledger, KEYS[0], 1)
+    index = paths.ledger / "heads" / f"{EXEC.encode()}.cbor"
+    index.write_bytes(b"\xff")
+    with pytest.raises(LedgerStoreError, match="is corrupt"):
+        ledger.heads(EXEC)
+    other = cid_for(b"other", DAG_CBOR)
+    index.write_bytes(encode_dag({"exec": other, "heads": [other]}))
+    with pytest.raises(LedgerStoreError, match="not a heads index"):
+        ledger.heads(EXEC)
+    with pytest.raises(LedgerStoreError, match="not a heads index"):
+        ledger.append(EXEC, "step.completed", payload=PAYLOAD.cid, key=KEYS[0], step="s")
+
+
+def test_unknown_execution_and_missing_record(tmp_path: Path) -> None:
+    ledger = open_ledger(make_repo(tmp_path / "repo"))
+    assert ledger.heads(EXEC) == () and ledger.executions() == []
+    with pytest.raises(LedgerStoreError, match="no local records"):
+        ledger.verify(EXEC)
+    with pytest.raises(ValueError, match="needs heads"):
+        ledger.verify()
+    with pytest.raises(LedgerStoreError, match="not in the block store"):
+        ledger.record(cid_for(b"absent", DAG_CBOR))
+
+
+def test_parallel_checker_matches_the_inline_verdict(tmp_path: Path) -> None:
+    store = MemoryBlockStore()
+    store.put_many([SUBMISSION, PAYLOAD])
+    ledger = open_ledger(make_repo(tmp_path / "repo"), store)
+    written = append_steps(ledger, KEYS[0], 40)
+    obj = ledger.record(written[-1]).to_obj()
+    obj.update(prev=[written[-1]], clock={KEYS[0].peer_id: 41}, step="forged")
+    forged = sign_obj(obj, KEYS[2])
+    store.put(forged)
+    obj2 = dict(obj, prev=[forged.cid], clock={KEYS[0].peer_id: 42}, step="after")
+    put_after = sign_obj(obj2, KEYS[0])
+    store.put(put_after)
+    with ParallelSignatureChecker(2, chunk=8, min_batch=4) as checker:
+        good = ledger.verify(EXEC, checker=checker)
+        bad = ledger.verify(heads=[put_after.cid], checker=checker)
+    assert good.ok and good.records == 40
+    inline = ledger.verify(heads=[put_after.cid])
+    assert bad.failure == inline.failure
+    assert bad.failure is not None and bad.failure.cid == forged.cid and bad.failure.index == 40
