@@ -10,50 +10,29 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 import click
 
+from qflow_node.cli.errors import (
+    EXIT_CHECK_FAILED,
+    cid_argument,
+    fail,
+    open_block_store,
+)
 from qflow_node.cli.options import repo_option
-from qflow_node.codec import CID, Block, CidError, UnencodableError, dag_block, parse_cid, raw_block
+from qflow_node.codec import CID, Block, UnencodableError, dag_block, raw_block
 from qflow_node.codec.dagjson import DagJsonError, parse_dag_json
-from qflow_node.repo import RepoPaths
 from qflow_node.store import (
     BlockNotFoundError,
     CorruptBlockError,
     FileBlockStore,
     InvalidBlockError,
-    StoreNotFoundError,
 )
-
-EXIT_BAD: Final = 1
-EXIT_USAGE: Final = 2
 
 # JSON spends up to 4/3 bytes per byte (base64) plus syntax and whitespace; anything
 # longer than this cannot plausibly encode to a block within the limit.
 _JSON_INPUT_FACTOR: Final = 8
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    click.echo(f"error: {' '.join(message.split())}", err=True)
-    raise SystemExit(code)
-
-
-def _open_store(repo: Path) -> FileBlockStore:
-    blocks = RepoPaths(repo).blocks
-    try:
-        return FileBlockStore(blocks)
-    except StoreNotFoundError:
-        _fail(f"no block store at {blocks}; run `qflow init --repo {repo}` first")
-    except OSError as exc:
-        _fail(f"cannot open the block store at {blocks}: {exc.strerror or exc}")
-
-
-def _parse_cid_arg(text: str) -> CID:
-    try:
-        return parse_cid(text.strip())
-    except CidError as exc:
-        _fail(str(exc))
 
 
 def _read_input(source: str, limit: int) -> bytes:
@@ -65,9 +44,9 @@ def _read_input(source: str, limit: int) -> bytes:
             with Path(source).open("rb") as fh:
                 data = fh.read(limit + 1)
     except OSError as exc:
-        _fail(f"cannot read {source}: {exc.strerror or exc}")
+        fail(f"cannot read {source}: {exc.strerror or exc}")
     if len(data) > limit:
-        _fail(f"{source}: input is larger than {limit} bytes")
+        fail(f"{source}: input is larger than {limit} bytes")
     return data
 
 
@@ -92,7 +71,7 @@ def put_command(repo: Path, codec: str, file: str) -> None:
     With --codec dag-cbor, FILE is JSON with the DAG-JSON conventions: {"/": "bafy…"} is a
     link and {"/": {"bytes": "<base64>"}} is a byte string.
     """
-    store = _open_store(repo)
+    store = open_block_store(repo)
     limit = store.max_block_size
     block: Block
     if codec == "raw":
@@ -102,13 +81,13 @@ def put_command(repo: Path, codec: str, file: str) -> None:
         try:
             block = dag_block(parse_dag_json(text))
         except (DagJsonError, UnencodableError) as exc:
-            _fail(f"{file}: {exc}")
+            fail(f"{file}: {exc}")
     try:
         store.put(block)
     except InvalidBlockError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except OSError as exc:
-        _fail(f"cannot write to the block store: {exc}")
+        fail(f"cannot write to the block store: {exc}")
     click.echo(block.cid.encode())
 
 
@@ -117,8 +96,8 @@ def put_command(repo: Path, codec: str, file: str) -> None:
 @click.argument("cid", metavar="CID")
 def get_command(repo: Path, cid: str) -> None:
     """Write the block's bytes to stdout, after checking they hash to CID."""
-    store = _open_store(repo)
-    key = _parse_cid_arg(cid)
+    store = open_block_store(repo)
+    key = cid_argument(cid)
     data = _load(store, key)
     out = sys.stdout.buffer
     out.write(data)
@@ -134,14 +113,14 @@ def stat_command(repo: Path, as_json: bool, cid: str) -> None:
 
     Reads the file's size only; `qflow block get` verifies the content.
     """
-    store = _open_store(repo)
-    key = _parse_cid_arg(cid)
+    store = open_block_store(repo)
+    key = cid_argument(cid)
     try:
         st = store.stat(key)
     except BlockNotFoundError as exc:
-        _fail(str(exc), EXIT_BAD)
+        fail(str(exc), EXIT_CHECK_FAILED)
     except OSError as exc:
-        _fail(f"cannot read the block store: {exc}")
+        fail(f"cannot read the block store: {exc}")
     fields: dict[str, Any] = {"cid": st.cid.encode(), "codec": st.codec_name, "size": st.size}
     if as_json:
         click.echo(json.dumps(fields))
@@ -154,6 +133,6 @@ def _load(store: FileBlockStore, cid: CID) -> bytes:
     try:
         return store.get(cid)
     except (BlockNotFoundError, CorruptBlockError) as exc:
-        _fail(str(exc), EXIT_BAD)
+        fail(str(exc), EXIT_CHECK_FAILED)
     except OSError as exc:
-        _fail(f"cannot read the block store: {exc}")
+        fail(f"cannot read the block store: {exc}")

@@ -10,43 +10,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any
 
 import click
 
+from qflow_node.cli.errors import (
+    EXIT_CHECK_FAILED,
+    cid_argument,
+    fail,
+    open_block_store,
+)
 from qflow_node.cli.options import repo_option
-from qflow_node.codec import CID, CidError, parse_cid
 from qflow_node.codec.dagjson import to_dag_json
 from qflow_node.core.ledger import Record, VerifyReport
 from qflow_node.ledger_store import LedgerStore, LedgerStoreError, ParallelSignatureChecker
 from qflow_node.repo import RepoPaths
-from qflow_node.store import FileBlockStore, StoreError, StoreNotFoundError
-
-EXIT_INVALID: Final = 1
-EXIT_USAGE: Final = 2
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    click.echo(f"error: {' '.join(message.split())}", err=True)
-    raise SystemExit(code)
+from qflow_node.store import StoreError
 
 
 def _open(repo: Path) -> LedgerStore:
-    paths = RepoPaths(repo)
-    try:
-        store = FileBlockStore(paths.blocks)
-    except StoreNotFoundError:
-        _fail(f"no block store at {paths.blocks}; run `qflow init --repo {repo}` first")
-    except OSError as exc:
-        _fail(f"cannot open the block store at {paths.blocks}: {exc.strerror or exc}")
-    return LedgerStore(store, paths)
-
-
-def _parse(text: str) -> CID:
-    try:
-        return parse_cid(text.strip())
-    except CidError as exc:
-        _fail(str(exc))
+    return LedgerStore(open_block_store(repo), RepoPaths(repo))
 
 
 def _emit(value: Any) -> None:
@@ -115,9 +98,9 @@ def verify_command(
     node. On failure the report names the first bad record (or missing block) and why.
     """
     if not heads and exec_text is None:
-        _fail("give one or more HEAD-CIDs, or --exec EXEC to use this node's heads")
-    exec = _parse(exec_text) if exec_text is not None else None
-    head_cids = [_parse(text) for text in heads]
+        fail("give one or more HEAD-CIDs, or --exec EXEC to use this node's heads")
+    exec = cid_argument(exec_text) if exec_text is not None else None
+    head_cids = [cid_argument(text) for text in heads]
     ledger = _open(repo)
     options: dict[str, Any] = {
         "signatures": signatures,
@@ -131,15 +114,15 @@ def verify_command(
         else:
             report = ledger.verify(exec, head_cids or None, **options)
     except LedgerStoreError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except (StoreError, OSError) as exc:
-        _fail(f"cannot read the block store: {exc}")
+        fail(f"cannot read the block store: {exc}")
     if as_json:
         _emit(report.to_json())
     else:
         _print_report(report)
     if not report.ok:
-        raise SystemExit(EXIT_INVALID)
+        raise SystemExit(EXIT_CHECK_FAILED)
 
 
 def _print_report(report: VerifyReport) -> None:
@@ -176,7 +159,7 @@ def show_command(repo: Path, ancestors: bool, cid: str) -> None:
 
     The output is the record exactly: `qflow block put --codec dag-cbor` gives CID back.
     """
-    key = _parse(cid)
+    key = cid_argument(cid)
     ledger = _open(repo)
     try:
         if not ancestors:
@@ -185,12 +168,12 @@ def show_command(repo: Path, ancestors: bool, cid: str) -> None:
         report = ledger.verify(heads=[key], signatures=False)
         if not report.ok:
             _print_report(report)
-            raise SystemExit(EXIT_INVALID)
+            raise SystemExit(EXIT_CHECK_FAILED)
         _emit([{"cid": c.encode(), "record": _record_json(ledger.record(c))} for c in report.order])
     except LedgerStoreError as exc:
-        _fail(str(exc), EXIT_INVALID)
+        fail(str(exc), EXIT_CHECK_FAILED)
     except (StoreError, OSError) as exc:
-        _fail(f"cannot read the block store: {exc}")
+        fail(f"cannot read the block store: {exc}")
 
 
 @ledger_group.command("heads")
@@ -200,11 +183,11 @@ def heads_command(repo: Path, exec_text: str | None) -> None:
     """Print this node's heads of EXEC, or every execution it holds with its heads."""
     ledger = _open(repo)
     try:
-        executions = [_parse(exec_text)] if exec_text is not None else ledger.executions()
+        executions = [cid_argument(exec_text)] if exec_text is not None else ledger.executions()
         for exec in executions:
             heads = ledger.heads(exec)
             if exec_text is not None and not heads:
-                _fail(f"no local records of execution {exec.encode()}", EXIT_INVALID)
+                fail(f"no local records of execution {exec.encode()}", EXIT_CHECK_FAILED)
             click.echo(f"{exec.encode()} {' '.join(h.encode() for h in heads)}")
     except LedgerStoreError as exc:
-        _fail(str(exc))
+        fail(str(exc))

@@ -25,12 +25,12 @@ def run(*args: str, env: dict[str, str] | None = None) -> Result:
 
 
 def assert_user_error(result: Result, fragment: str) -> None:
-    """Exit 2, one `Error: …` line on stderr naming the problem, nothing on stdout."""
+    """Exit 2, one `error: …` line on stderr naming the problem, nothing on stdout."""
     assert result.exit_code == 2, result.output
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
+    assert lines[0].startswith("error: ")
     assert fragment in lines[0]
     assert "Traceback" not in result.output
 
