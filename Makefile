@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test test-fast lint typecheck sentinel demo bench clean
+.PHONY: test test-fast lint typecheck sentinel demo bench steps clean
 
 # The virtualenv is rebuilt whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -34,6 +34,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	@set -e; for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f; done
+
+# Rebuild the example wasm steps reproducibly (ziglang comes with the test extras).
+steps: $(STAMP)
+	$(MAKE) -f examples/steps/steps.mk steps BIN=$(CURDIR)/$(BIN)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist

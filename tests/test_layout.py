@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "store": {"codec", "fsio", "repo", "log"},
     "crypto": {"codec"},
     "net": {"codec", "identity", "log"},
-    "sandbox": {"codec", "core", "log"},
+    "sandbox": {"codec", "core", "store", "fsio", "repo", "log"},
     "ledger_store": {"core", "codec", "identity", "store", "fsio", "repo", "log"},
     "runtime": {"*"},
     "api": {"*"},

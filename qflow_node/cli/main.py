@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "id": "qflow_node.cli.id_cmd:id_group",
     "block": "qflow_node.cli.block_cmd:block_group",
     "ledger": "qflow_node.cli.ledger_cmd:ledger_group",
+    "step": "qflow_node.cli.step_cmd:step_group",
+    "cap": "qflow_node.cli.cap_cmd:cap_group",
 }
 
 
