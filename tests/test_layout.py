@@ -24,6 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "crypto": {"codec"},
     "net": {"codec", "identity", "log"},
     "sandbox": {"codec", "core", "store", "fsio", "repo", "log"},
+    "flow_loader": {"core", "codec", "store", "fsio", "repo", "log"},
     "ledger_store": {"core", "codec", "identity", "store", "fsio", "repo", "log"},
     "runtime": {"*"},
     "api": {"*"},

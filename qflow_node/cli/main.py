@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "ledger": "qflow_node.cli.ledger_cmd:ledger_group",
     "step": "qflow_node.cli.step_cmd:step_group",
     "cap": "qflow_node.cli.cap_cmd:cap_group",
+    "flow": "qflow_node.cli.flow_cmd:flow_group",
 }
 
 
