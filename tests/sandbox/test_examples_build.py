@@ -9,7 +9,6 @@ extra, so present in the venv and in CI) and skip only when it is not installed.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import shutil
 import subprocess
@@ -45,17 +44,6 @@ def pinned_version(text: str, pattern: str) -> str:
     return match.group(1)
 
 
-def zig_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Zig's global cache: $ZIG_GLOBAL_CACHE_DIR, else pytest's cache directory
-    `qflow-zig` (shared with the sandbox guest builds in conftest.py, and warm after the
-    first run), else a directory for this session."""
-    configured = os.environ.get("ZIG_GLOBAL_CACHE_DIR")
-    if configured:
-        return Path(configured)
-    cache = request.config.cache
-    return cache.mkdir("qflow-zig") if cache is not None else tmp_path_factory.mktemp("zig")
-
-
 def run_build(args: list[str], *, env: dict[str, str], cwd: Path = ROOT) -> None:
     proc = subprocess.run(
         args, cwd=cwd, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT, check=False
@@ -66,10 +54,8 @@ def run_build(args: list[str], *, env: dict[str, str], cwd: Path = ROOT) -> None
 
 
 @pytest.fixture(scope="session")
-def build_env(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, str]:
-    return {**os.environ, "ZIG_GLOBAL_CACHE_DIR": str(zig_cache(request, tmp_path_factory))}
+def build_env(zig_env: dict[str, str]) -> dict[str, str]:
+    return zig_env
 
 
 @pytest.fixture(scope="session")
