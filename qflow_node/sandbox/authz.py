@@ -28,13 +28,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-HTTP_FETCH: Final = "http.fetch"
-STATE_GET: Final = "state.get"
-STATE_SET: Final = "state.set"
-BLOCK_GET: Final = "block.get"
-BLOCK_PUT: Final = "block.put"
-LOG: Final = "log"
-OPERATIONS: Final = frozenset({HTTP_FETCH, STATE_GET, STATE_SET, BLOCK_GET, BLOCK_PUT, LOG})
+from qflow_node.core.capability.vocabulary import (
+    BLOCK_GET,
+    BLOCK_PUT,
+    HTTP_FETCH,
+    LOG,
+    STATE_GET,
+    STATE_SET,
+)
+from qflow_node.core.capability.vocabulary import OPERATIONS as _OPERATION_ORDER
+
+OPERATIONS: Final = frozenset(_OPERATION_ORDER)
 
 HOST_MODULE: Final = "qflow"
 # Import name in module "qflow" -> the operation a token must grant for it to exist.
