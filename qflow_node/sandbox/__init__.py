@@ -13,14 +13,16 @@ and host functions are specified for step authors in docs/steps.md.
         result.output / result.failure / result.usage / result.state_delta
 """
 
-from qflow_node.sandbox.authz import (
+from qflow_node.core.capability.vocabulary import (
     BLOCK_GET,
     BLOCK_PUT,
     HTTP_FETCH,
     LOG,
-    OPERATIONS,
     STATE_GET,
     STATE_SET,
+)
+from qflow_node.sandbox.authz import (
+    OPERATIONS,
     AuthArgs,
     AuthDecision,
     Authorizer,

@@ -25,6 +25,7 @@ from qflow_node.codec import (
     decode_dag,
     parse_cid,
 )
+from qflow_node.core.capability import vocabulary as ops
 from qflow_node.sandbox import authz
 from qflow_node.sandbox.authz import LIMIT_CODE, AuthArgs, AuthDecision, Decision
 from qflow_node.sandbox.codes import (
@@ -142,7 +143,7 @@ def log(ctx: StepContext, level: int, msg_ptr: int, msg_len: int) -> int:
     raw = ctx.guest().read(msg_ptr, msg_len)
     if raw is None:
         return INVALID_ARGUMENT
-    denied = _authorize(ctx, authz.LOG, {"level": level, "bytes": len(raw)}, "bytes")
+    denied = _authorize(ctx, ops.LOG, {"level": level, "bytes": len(raw)}, "bytes")
     if denied:
         return denied
     message = raw.decode("utf-8", "replace")
@@ -157,7 +158,7 @@ def state_get(ctx: StepContext, key_ptr: int, key_len: int, out_ptr: int, out_ca
     key = _text(ctx, key_ptr, key_len, MAX_KEY_BYTES)
     if isinstance(key, int):
         return key
-    denied = _authorize(ctx, authz.STATE_GET, {"key": key})
+    denied = _authorize(ctx, ops.STATE_GET, {"key": key})
     if denied:
         return denied
     value = ctx.state().get(key)
@@ -176,7 +177,7 @@ def state_set(ctx: StepContext, key_ptr: int, key_len: int, val_ptr: int, val_le
     if isinstance(value, int):
         return value
     args: dict[str, str | int] = {"key": key, "bytes": val_len & 0xFFFFFFFF}
-    denied = _authorize(ctx, authz.STATE_SET, args, "bytes")
+    denied = _authorize(ctx, ops.STATE_SET, args, "bytes")
     if denied:
         return denied
     try:
@@ -197,7 +198,7 @@ def block_get(ctx: StepContext, cid_ptr: int, cid_len: int, out_ptr: int, out_ca
         cid = parse_cid(text)
     except CidError:
         return INVALID_ARGUMENT
-    denied = _authorize(ctx, authz.BLOCK_GET, {"cid": text})
+    denied = _authorize(ctx, ops.BLOCK_GET, {"cid": text})
     if denied:
         return denied
     try:
@@ -223,7 +224,7 @@ def block_put(  # noqa: PLR0917 - the wasm ABI passes five i32s positionally
     if data is None:
         return INVALID_ARGUMENT
     args: dict[str, str | int] = {"codec": CODEC_NAMES[codec], "bytes": len(data)}
-    denied = _authorize(ctx, authz.BLOCK_PUT, args, "bytes")
+    denied = _authorize(ctx, ops.BLOCK_PUT, args, "bytes")
     if denied:
         return denied
     if codec == DAG_CBOR:
@@ -275,7 +276,7 @@ def http_fetch(ctx: StepContext, req_ptr: int, req_len: int, out_ptr: int, out_c
         "url": request.url_text,
         "bytes": len(request.body),
     }
-    denied = _authorize(ctx, authz.HTTP_FETCH, args, "bytes")
+    denied = _authorize(ctx, ops.HTTP_FETCH, args, "bytes")
     if denied:
         return denied
     seconds = ctx.remaining()
@@ -289,9 +290,9 @@ def http_fetch(ctx: StepContext, req_ptr: int, req_len: int, out_ptr: int, out_c
     if isinstance(outcome, int):
         return outcome
     args["response_bytes"] = len(outcome.body)
-    decision = _ask(ctx, authz.HTTP_FETCH, args)
+    decision = _ask(ctx, ops.HTTP_FETCH, args)
     if not decision.allowed:
-        _deny(ctx, authz.HTTP_FETCH, args, decision)
+        _deny(ctx, ops.HTTP_FETCH, args, decision)
         return LIMIT_EXCEEDED
     return _respond(ctx, outcome.to_json(), out_ptr, out_cap)
 
