@@ -169,6 +169,15 @@ class LedgerStore:
             self._write_heads(exec, [block.cid])
         return block
 
+    def commit(self, exec: CID, blocks: Sequence[Block], heads: Sequence[CID]) -> None:
+        """Store a batch of blocks (records built with `new_record` by a writer that
+        tracks its own heads, and their payload and state blocks) in one `put_many`, then
+        make `heads` the head set. The blocks are durable before the index names them,
+        as in `append`; the caller must be the execution's only writer in this repo."""
+        with self._lock:
+            self.store.put_many(blocks)
+            self._write_heads(exec, heads)
+
     def merge(
         self, exec: CID, heads: Iterable[CID], *, checker: SignatureChecker | None = None
     ) -> VerifyReport:

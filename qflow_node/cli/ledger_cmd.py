@@ -78,11 +78,19 @@ def ledger_group() -> None:
     show_default=True,
     help="Processes for signature checks.",
 )
+@click.option(
+    "--reexecute",
+    "reexecute",
+    metavar="EXEC",
+    help="Replay EXEC and re-run each deterministic wasm step, checking that its output "
+    "and state delta CIDs match the records.",
+)
 @click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
 @click.argument("heads", nargs=-1, metavar="[HEAD-CID]...")
 def verify_command(
     *,
     repo: Path,
+    reexecute: str | None,
     exec_text: str | None,
     signatures: bool,
     links: bool,
@@ -97,6 +105,11 @@ def verify_command(
     the same execution, carry a consistent vector clock and a valid signature by its
     node. On failure the report names the first bad record (or missing block) and why.
     """
+    if reexecute is not None:
+        from qflow_node.cli.replay_cmd import reexecute_command
+
+        reexecute_command(repo, cid_argument(reexecute), as_json=as_json)
+        return
     if not heads and exec_text is None:
         fail("give one or more HEAD-CIDs, or --exec EXEC to use this node's heads")
     exec = cid_argument(exec_text) if exec_text is not None else None
@@ -174,6 +187,24 @@ def show_command(repo: Path, ancestors: bool, cid: str) -> None:
         fail(str(exc), EXIT_CHECK_FAILED)
     except (StoreError, OSError) as exc:
         fail(f"cannot read the block store: {exc}")
+
+
+@ledger_group.command("replay")
+@repo_option
+@click.option("--until", "until_step", metavar="STEP", help="Stop once STEP has finished.")
+@click.option("--until-record", "until_record", metavar="CID", help="Stop after this record.")
+@click.option("--json", "as_json", is_flag=True, help="The state as one JSON object.")
+@click.argument("exec_text", metavar="EXEC")
+def replay_command(
+    *, repo: Path, until_step: str | None, until_record: str | None, as_json: bool, exec_text: str
+) -> None:
+    """Rebuild EXEC's state from its records, running nothing, and show it."""
+    from qflow_node.cli.replay_cmd import show_replay
+
+    if until_step is not None and until_record is not None:
+        fail("give --until or --until-record, not both")
+    record = cid_argument(until_record) if until_record is not None else None
+    show_replay(repo, cid_argument(exec_text), until_step, record, as_json=as_json)
 
 
 @ledger_group.command("heads")

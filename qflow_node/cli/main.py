@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "step": "qflow_node.cli.step_cmd:step_group",
     "cap": "qflow_node.cli.cap_cmd:cap_group",
     "flow": "qflow_node.cli.flow_cmd:flow_group",
+    "run": "qflow_node.cli.run_cmd:run_command",
 }
 
 
