@@ -2,10 +2,10 @@
 
 Which example flows run here, and how: greet, run, validate, if, foreach, parallel,
 subflow, wait-for (--event), approval (--approve with the example actor keys), sleep
-(the runner with a fake clock; the CLI with --max-wait), order-processing (a loopback
-HTTP server for its services, the manager's key for the approval). http.yaml and
-saga.yaml call fixed public hosts, so they are covered by the engine's unit tests
-(tests/engine) and by the loopback http flows below.
+(the runner with a fake clock; the CLI with --max-wait), and on loopback HTTP servers:
+http, saga (the happy path through the CLI; the compensating path through the runner
+with a fake clock, since its retries back off for seconds) and order-processing (the
+manager's key for the approval).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import http.server
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -256,11 +257,10 @@ class Shop(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def shop() -> Iterator[str]:
-    Shop.calls = []
-    Shop.fail_confirm = False
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Shop)
+@contextmanager
+def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 (port 0) in a thread; its base URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
@@ -269,6 +269,14 @@ def shop() -> Iterator[str]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def shop() -> Iterator[str]:
+    Shop.calls = []
+    Shop.fail_confirm = False
+    with serving(Shop) as url:
+        yield url
 
 
 def order(services: str, price: float) -> dict[str, Any]:
@@ -392,3 +400,94 @@ def test_http_step_outside_its_capability_is_denied(repo: Path, shop: str, tmp_p
         "message": "host '127.0.0.1' is not allowed",
     }
     assert Shop.calls == []
+
+
+# -- http.yaml and saga.yaml, with their services on a loopback HTTP server -----------------
+
+
+class Travel(http.server.BaseHTTPRequestHandler):
+    calls: ClassVar[list[tuple[str, str]]] = []
+    fail_hotel: ClassVar[bool] = False
+    CREATED: ClassVar[dict[str, str]] = {
+        "/flights/bookings": "f-1",
+        "/cars/rentals": "c-1",
+        "/hotels/reservations": "h-1",
+    }
+
+    def _reply(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _handle(self) -> None:
+        type(self).calls.append((self.command, self.path))
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        if self.path.startswith("/v1/forecast?city="):
+            self._reply(200, {"city": self.path.split("=", 1)[1], "celsius": 21})
+        elif self.path == "/hotels/reservations" and type(self).fail_hotel:
+            self._reply(503, {"error": "full"})
+        elif self.path in self.CREATED:
+            self._reply(201, {"id": self.CREATED[self.path]})
+        else:
+            self._reply(200, {"ok": True})
+
+    do_GET = do_POST = do_DELETE = _handle
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def travel() -> Iterator[str]:
+    Travel.calls = []
+    Travel.fail_hotel = False
+    with serving(Travel) as url:
+        yield url
+
+
+def trip(services: str) -> dict[str, Any]:
+    return {"services": services, "flight": {"to": "LIS"}, "car": {"days": 3}, "hotel": {}}
+
+
+def test_http_example(repo: Path, travel: str) -> None:
+    inputs = json.dumps({"services": travel, "city": "Lisbon"})
+    report = run_json(repo, "http.yaml", "--inputs", inputs)
+    assert report["output"] == {"city": "Lisbon", "celsius": 21}
+    assert Travel.calls == [("GET", "/v1/forecast?city=Lisbon")]
+    assert_verifies(repo, report)
+
+
+def test_saga_example_books_everything(repo: Path, travel: str) -> None:
+    report = run_json(repo, "saga.yaml", "--inputs", json.dumps(trip(travel)))
+    assert report["output"] == {"flight": "f-1", "car": "c-1", "hotel": "h-1"}
+    assert Travel.calls == [
+        ("POST", "/flights/bookings"),
+        ("POST", "/cars/rentals"),
+        ("POST", "/hotels/reservations"),
+    ]
+    assert_verifies(repo, report)
+
+
+def test_saga_example_compensates_in_reverse_order(repo: Path, travel: str) -> None:
+    Travel.fail_hotel = True
+    loaded = load_flow(EXAMPLES / "saga.yaml", store=FileBlockStore(RepoPaths(repo).blocks))
+    now = [1_700_000_000_000]
+
+    def sleep(seconds: float) -> None:
+        now[0] += int(seconds * 1000)
+
+    with local_runner(repo, loaded.compiled.ir, clock=lambda: now[0], sleep=sleep) as runner:
+        result = runner.run(loaded.cid, loaded.compiled.ir, trip(travel))
+    assert result.status == "failed"
+    assert Travel.calls == [
+        ("POST", "/flights/bookings"),
+        ("POST", "/cars/rentals"),
+        *[("POST", "/hotels/reservations")] * 5,  # retry: max_attempts 5
+        ("POST", "/cars/rentals/c-1/cancel"),
+        ("DELETE", "/flights/bookings/f-1"),
+    ]
+    ledger = LedgerStore(FileBlockStore(RepoPaths(repo).blocks), RepoPaths(repo))
+    assert replay(ledger, result.exec).state.snapshot() == result.state.snapshot()
