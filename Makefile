@@ -30,7 +30,7 @@ test-fast: $(STAMP)
 	$(BIN)/pytest -m 'not slow' -q
 
 demo: $(STAMP)
-	$(BIN)/qflow sentinel check .
+	bash examples/demo.sh
 
 bench: $(STAMP)
 	@set -e; for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f; done
