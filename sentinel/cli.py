@@ -6,6 +6,7 @@ dominate: a scan that could not read every file cannot vouch that the repo is cl
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -67,6 +68,30 @@ def rules_command(fmt: str, rules_path: Path | None) -> None:
     for rule in rules.rules:
         click.echo(f"{rule.id:<{width}}  {rule.why}")
     click.echo(f"{len(rules.rules)} rules (version {rules.version}) from {rules.source}")
+
+
+# The boot check starts a node's block store and libp2p stack, so it lives with the node
+# (`qflow node boot-check`, exit codes 0/2/3/4 there). It is reachable here by name only,
+# imported when invoked: the sentinel keeps no import of the node and works without it.
+_BOOT_CHECK = "qflow_node.cli.node_cmd"
+
+
+@sentinel_group.command(
+    "boot-check",
+    short_help="Prove a node's IPFS and libp2p work (needs the Qflow node).",
+    add_help_option=False,
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.pass_context
+def boot_check_command(ctx: click.Context) -> None:
+    """Same as `qflow node boot-check [--repo DIR]` (see docs/operator.md)."""
+    try:
+        node_cmd = importlib.import_module(_BOOT_CHECK)
+    except ImportError as exc:
+        click.echo(f"sentinel: boot-check needs the Qflow node installed ({exc})", err=True)
+        raise SystemExit(EXIT_ERROR) from exc
+    command: click.Command = node_cmd.boot_check_command
+    command.main(args=ctx.args, prog_name=ctx.command_path, standalone_mode=True)
 
 
 def _load(rules_path: Path | None, fmt: str) -> RuleSet:

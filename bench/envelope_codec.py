@@ -1,5 +1,5 @@
 """Wire envelope benchmark: seal and open (size check, decode, Ed25519 verify, body
-decode) per kind; prints medians in µs. `.venv/bin/python bench/envelopes.py`
+decode) per kind; prints medians in µs. `.venv/bin/python bench/envelope_codec.py`
 
 The floor is one Ed25519 verify (~55 µs here); everything else should be a few µs.
 """

@@ -1,0 +1,187 @@
+"""`qflow node run`: the node daemon - one trio root nursery, boot check, serve, stop.
+
+Lifecycle:
+1. The signal watcher starts first, so SIGINT/SIGTERM during boot abort the boot.
+2. Boot check, IPFS part: a real block put/get round trip (exit 3 on failure).
+3. The libp2p host starts listening, pubsub and the GossipSub router start, the node
+   joins its subnets' topics; boot check, libp2p part (exit 4 on failure).
+4. One `ready` log line (peer id, listen addresses); services run (bootstrap dialing).
+5. On the first SIGINT/SIGTERM: `shutdown` is logged, services are cancelled first (no
+   new work), then pubsub and the host close (connections closed, listeners released),
+   all within `shutdown_timeout`; past it the rest is cancelled. A second signal cancels
+   at once. Blocks need no flush: every block put is durable when it returns
+   (FileBlockStore fsyncs), so nothing in memory is lost by stopping.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from qflow_node.identity import SigningKey
+from qflow_node.log import bind, get_logger
+from qflow_node.net.bootstrap import maintain_bootstrap
+from qflow_node.net.events import ConnectionLog
+from qflow_node.net.gossip import Gossip, GossipMessage, Validator, open_gossip
+from qflow_node.net.host import build_host
+from qflow_node.net.topics import TOPIC_KINDS, TopicKind, topic
+from qflow_node.repo import RepoPaths
+from qflow_node.runtime.bootcheck import (
+    Probe,
+    boot_failure,
+    check_ipfs,
+    check_libp2p,
+    open_block_store,
+)
+from qflow_node.runtime.config import NodeConfig
+from qflow_node.runtime.validation import envelope_validator
+
+
+def _log() -> Any:
+    # Looked up per use: a logger bound at import keeps the format configured then.
+    return get_logger("qflow.node")
+
+
+@dataclass(frozen=True, slots=True)
+class Wiring:
+    """What later services plug into the daemon.
+
+    `validator_for(subnet, kind)`: the check every message on that topic must pass
+    before it is delivered or forwarded (default: it opens as a signed wire envelope).
+    `required_protocols`: stream protocols the boot check insists on (e.g. bitswap).
+    """
+
+    validator_for: Callable[[str, TopicKind], Validator] = envelope_validator
+    required_protocols: Sequence[str] = ()
+
+
+class _Stop:
+    """Set by the signal watcher; tells the daemon how hard to stop."""
+
+    def __init__(self) -> None:
+        self.requested = trio.Event()
+        self.node_scope = trio.CancelScope()  # cancelled by a second signal
+        self.signal: str | None = None
+        self._boot_scope: trio.CancelScope | None = None
+
+    def boot_phase(self) -> trio.CancelScope:
+        """A scope for one boot step; a signal (earlier or during it) cancels it."""
+        self._boot_scope = trio.CancelScope()
+        if self.requested.is_set():
+            self._boot_scope.cancel()
+        return self._boot_scope
+
+    def request(self, signum: int) -> None:
+        self.signal = signal.Signals(signum).name
+        self.requested.set()
+        if self._boot_scope is not None:
+            self._boot_scope.cancel()
+
+    def booted(self) -> None:
+        self._boot_scope = None
+
+
+async def serve(
+    paths: RepoPaths,
+    config: NodeConfig,
+    key: SigningKey,
+    wiring: Wiring | None = None,
+) -> None:
+    """Boot, serve until SIGINT/SIGTERM, stop. Raises BootCheckFailed."""
+    wiring = wiring or Wiring()
+    bind(node=key.peer_id)
+    stop = _Stop()
+    try:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as root:
+                root.start_soon(_watch_signals, signals, stop)
+                with stop.node_scope:
+                    await _run(paths, config, key, wiring, stop)
+                root.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Nurseries wrap what their body raises; a failed check is one plain error.
+        failed = boot_failure(group)
+        if failed is None:
+            raise
+        raise failed from None
+    if stop.node_scope.cancelled_caught:
+        _log().warning("shutdown.forced", reason="timeout or second signal")
+    _log().info("stopped", signal=stop.signal)
+
+
+async def _run(
+    paths: RepoPaths, config: NodeConfig, key: SigningKey, wiring: Wiring, stop: _Stop
+) -> None:
+    with stop.boot_phase() as phase:
+        store = open_block_store(paths, config.max_block_size)
+        probes = await check_ipfs(store)
+    if phase.cancelled_caught:
+        return
+    host = build_host(key, config.listen, config.limits)
+    host.get_network().register_notifee(ConnectionLog())
+    async with (
+        host.run(listen_addrs=list(config.listen)),
+        open_gossip(host, config.gossip) as gossip,
+        trio.open_nursery() as services,
+    ):
+        with stop.boot_phase() as phase:
+            await _join_subnets(gossip, config.subnets, wiring, services)
+            probes += check_libp2p(host, gossip, config.listen, wiring.required_protocols)
+        if phase.cancelled_caught:
+            services.cancel_scope.cancel()
+            return
+        stop.booted()
+        _log().info(
+            "ready",
+            peer_id=key.peer_id,
+            listen=[str(a) for a in host.get_addrs()],
+            subnets=list(config.subnets),
+            checks=[_describe(p) for p in probes],
+        )
+        services.start_soon(
+            lambda: maintain_bootstrap(
+                host, config.bootstrap, dial_timeout=config.limits.dial_timeout
+            )
+        )
+        await stop.requested.wait()
+        _log().info("shutdown", signal=stop.signal, timeout=config.shutdown_timeout)
+        stop.node_scope.deadline = trio.current_time() + config.shutdown_timeout
+        services.cancel_scope.cancel()
+        # Leaving the blocks closes pubsub, then the host (connections, listeners).
+
+
+async def _join_subnets(
+    gossip: Gossip, subnets: Sequence[str], wiring: Wiring, services: trio.Nursery
+) -> None:
+    for subnet in subnets:
+        for kind in TOPIC_KINDS:
+            name = topic(subnet, kind)
+            messages = await gossip.subscribe(name, wiring.validator_for(subnet, kind))
+            services.start_soon(_consume, name, messages)
+
+
+async def _consume(name: str, messages: trio.MemoryReceiveChannel[GossipMessage]) -> None:
+    # No service consumes gossip yet (membership, flows come later); drain so the
+    # buffer never fills, and show what arrives at debug level.
+    async with messages:
+        async for message in messages:
+            _log().debug(
+                "gossip.message", topic=name, origin=message.origin, size=len(message.data)
+            )
+
+
+async def _watch_signals(signals: AsyncIterator[int], stop: _Stop) -> None:
+    async for signum in signals:
+        if stop.requested.is_set():
+            _log().warning("shutdown.second_signal", signal=signal.Signals(signum).name)
+            stop.node_scope.cancel()
+            return
+        stop.request(signum)
+
+
+def _describe(probe: Probe) -> str:
+    return f"{probe.part} {probe.name}: {probe.detail}"

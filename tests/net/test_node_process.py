@@ -1,0 +1,230 @@
+"""`qflow node run` as real OS processes on loopback: boot, ready, bootstrap, stop, refusals.
+
+Each node is a subprocess; its JSON log lines (stderr) are read by a thread into a
+queue, and tests wait for specific events with deadlines - no sleeps. Every process is
+killed in teardown, whatever happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qflow_node.cli.init_cmd import init_repo
+
+pytestmark = pytest.mark.slow
+
+# `qflow node ...` through the real entry point (the lazy command group included).
+QFLOW = [sys.executable, "-c", "from qflow_node.cli.main import main; main()"]
+NODE_CMD = [*QFLOW, "node"]
+LOOPBACK = "/ip4/127.0.0.1/tcp/0"
+BOOT_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+
+
+class NodeProcess:
+    def __init__(self, args: list[str]) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [*NODE_CMD, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.events: list[dict[str, Any]] = []  # every JSON log event, in order
+        self._changed = threading.Condition()
+        self.stderr: list[str] = []
+        self.stdout: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr, True)),
+            threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout, False)),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream: Any, lines: list[str], parse: bool) -> None:
+        for line in stream:
+            lines.append(line)
+            event = _json_object(line) if parse else None
+            with self._changed:
+                if event is not None:
+                    self.events.append(event)
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()  # EOF: the process is exiting
+
+    def wait_for(self, name: str, timeout: float = BOOT_TIMEOUT, **fields: Any) -> dict[str, Any]:
+        """The first log event `name` whose fields match (seen already or arriving
+        within `timeout` seconds)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for event in self.events:
+                    if event.get("event") == name and all(
+                        event.get(k) == v for k, v in fields.items()
+                    ):
+                        return event
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"no {name} {fields} within {timeout}s:\n{self.output()}")
+                if self.proc.poll() is not None and not any(r.is_alive() for r in self._readers):
+                    raise AssertionError(
+                        f"node exited ({self.proc.returncode}) before {name}:\n{self.output()}"
+                    )
+                self._changed.wait(timeout=min(remaining, 0.5))
+
+    def finish(self, timeout: float = STOP_TIMEOUT) -> int:
+        """Wait for exit (bounded) and for the readers to drain; the exit code."""
+        code = self.proc.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout=5)
+        return code
+
+    def output(self) -> str:
+        return "".join(self.stderr[-40:])
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for reader in self._readers:
+            reader.join(timeout=5)
+
+
+def _json_object(line: str) -> dict[str, Any] | None:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+@pytest.fixture
+def start() -> Iterator[Any]:
+    started: list[NodeProcess] = []
+
+    def launch(*args: str) -> NodeProcess:
+        node = NodeProcess(list(args))
+        started.append(node)
+        return node
+
+    try:
+        yield launch
+    finally:
+        for node in started:
+            node.kill()
+
+
+def make_repo(tmp_path: Path, name: str) -> Path:
+    repo = tmp_path / name
+    init_repo(repo)
+    return repo
+
+
+def test_three_nodes_boot_bootstrap_and_stop_cleanly(tmp_path: Path, start: Any) -> None:
+    a = start("run", "--repo", str(make_repo(tmp_path, "a")), "--listen", LOOPBACK)
+    ready_a = a.wait_for("ready")
+    peer_a = ready_a["peer_id"]
+    assert ready_a["node"] == peer_a
+    addr_a = ready_a["listen"][0]
+    assert addr_a.startswith("/ip4/127.0.0.1/tcp/") and addr_a.endswith(f"/p2p/{peer_a}")
+    assert any(check.startswith("ipfs put/get:") for check in ready_a["checks"])
+
+    joining = ["--listen", LOOPBACK, "--bootstrap", addr_a, "--subnet", "team"]
+    others = [start("run", "--repo", str(make_repo(tmp_path, n)), *joining) for n in ("b", "c")]
+    peers = [node.wait_for("ready")["peer_id"] for node in others]
+    for node, peer in zip(others, peers, strict=True):
+        node.wait_for("peer.connected", peer=peer_a, node=peer)
+        a.wait_for("peer.connected", peer=peer, node=peer_a)
+
+    # SIGINT for one, SIGTERM for the others: both stop the node cleanly.
+    a.proc.send_signal(signal.SIGINT)
+    for node in others:
+        node.proc.send_signal(signal.SIGTERM)
+    for node, sig in ((a, "SIGINT"), (others[0], "SIGTERM"), (others[1], "SIGTERM")):
+        assert node.finish() == 0, node.output()
+        node.wait_for("stopped", timeout=1, signal=sig)
+        assert not any("shutdown.forced" in line for line in node.stderr)  # graceful in time
+
+
+def test_refuses_to_boot_when_the_block_store_is_broken(tmp_path: Path, start: Any) -> None:
+    repo = make_repo(tmp_path, "a")
+    blocks = repo / "blocks"
+    shutil.rmtree(blocks)
+    blocks.write_text("not a directory\n", encoding="utf-8")  # root ignores chmod; this not
+    node = start("run", "--repo", str(repo), "--listen", LOOPBACK)
+    failed = node.wait_for("boot.failed")
+    assert (failed["part"], failed["exit_code"]) == ("ipfs", 3)
+    assert node.finish() == 3
+    assert not any('"ready"' in line for line in node.stderr)
+    assert f"error: boot check failed: ipfs block store: cannot open {blocks}" in node.output()
+
+
+@pytest.mark.parametrize("where", ["in use", "not local"])
+def test_refuses_to_boot_when_it_cannot_listen(tmp_path: Path, start: Any, where: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        listen = f"/ip4/127.0.0.1/tcp/{port}" if where == "in use" else "/ip4/192.0.2.1/tcp/0"
+        node = start("run", "--repo", str(make_repo(tmp_path, "a")), "--listen", listen)
+        failed = node.wait_for("boot.failed")
+        assert node.finish() == 4
+    assert (failed["part"], failed["check"]) == ("libp2p", "listen")
+    assert f"error: boot check failed: libp2p listen: cannot listen on {listen}" in node.output()
+    assert not any('"ready"' in line for line in node.stderr)
+
+
+def test_a_bad_config_value_is_a_usage_error(tmp_path: Path, start: Any) -> None:
+    node = start("run", "--repo", str(make_repo(tmp_path, "a")), "--listen", "/ip4/1.2.3.4/udp/1")
+    assert node.finish() == 2
+    assert node.stderr == [
+        "error: bad configuration: --listen[0]: '/ip4/1.2.3.4/udp/1' is not a TCP listen "
+        "address (expected /ip4/<address>/tcp/<port> or /ip6/<address>/tcp/<port>)\n"
+    ]
+
+
+def test_boot_check_alone(tmp_path: Path, start: Any) -> None:
+    repo = make_repo(tmp_path, "a")
+    ok = start("boot-check", "--repo", str(repo))
+    assert ok.finish(timeout=BOOT_TIMEOUT) == 0, ok.output()
+    assert [line.split(":")[0] for line in ok.stdout] == [
+        "ok  ipfs put/get",
+        "ok  ipfs bitswap",
+        "ok  libp2p listen",
+        "ok  libp2p pubsub",
+    ]
+    shutil.rmtree(repo / "blocks")
+    broken = start("boot-check", "--repo", str(repo))
+    assert broken.finish(timeout=BOOT_TIMEOUT) == 3
+    assert "error: boot check failed: ipfs" in broken.output()
+
+
+def test_the_sentinel_runs_the_same_boot_check(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, "a")
+    args = ["sentinel", "boot-check", "--repo", str(repo), "--listen", LOOPBACK]
+    ok = subprocess.run(
+        [*QFLOW, *args], capture_output=True, text=True, timeout=BOOT_TIMEOUT, check=False
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("ok  ipfs put/get: round trip of bafkrei")
+    shutil.rmtree(repo / "blocks")
+    broken = subprocess.run(
+        [*QFLOW, *args], capture_output=True, text=True, timeout=BOOT_TIMEOUT, check=False
+    )
+    assert broken.returncode == 3
+    assert broken.stderr.startswith("error: boot check failed: ipfs block store: cannot open")
