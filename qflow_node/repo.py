@@ -5,6 +5,7 @@
     DIR/keys/actors/NAME.key actor Ed25519 seeds (0600), did:key identities
     DIR/blocks/              block store (sharded), owned by qflow_node.store
     DIR/ledger/              ledger indexes (heads per execution), owned by the ledger glue
+    DIR/run/peers.json       the running node's membership snapshot (`qflow peers`)
 
 One place names these paths so every part of the node agrees on them.
 """
@@ -49,6 +50,14 @@ class RepoPaths:
     @property
     def ledger(self) -> Path:
         return self.root / "ledger"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def peers_snapshot(self) -> Path:
+        return self.run / "peers.json"
 
     def require_initialised(self) -> None:
         if not self.node_key.is_file():

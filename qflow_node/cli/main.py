@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "flow": "qflow_node.cli.flow_cmd:flow_group",
     "run": "qflow_node.cli.run_cmd:run_command",
     "node": "qflow_node.cli.node_cmd:node_group",
+    "peers": "qflow_node.cli.peers_cmd:peers_command",
 }
 
 

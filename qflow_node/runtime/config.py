@@ -25,12 +25,14 @@ from qflow_node.net.topics import TopicError, validate_subnet
 MAX_BLOCK_SIZE_LIMIT: Final = 2 << 20
 DEFAULT_MAX_BLOCK_SIZE: Final = 1 << 20
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 10.0
+DEFAULT_HEARTBEAT_INTERVAL: Final = 1.0
 
 # section -> allowed keys
 _SCHEMA: Final = {
     "node": {"listen", "bootstrap", "subnets", "shutdown_timeout"},
     "store": {"max_block_size"},
     "net": {"max_connections", "max_connections_per_peer", "dial_timeout"},
+    "membership": {"heartbeat_interval"},
     "gossip": {
         "heartbeat_interval",
         "degree",
@@ -55,6 +57,7 @@ class NodeConfig:
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     gossip: GossipSettings = field(default_factory=GossipSettings)
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL  # membership heartbeats, seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +139,9 @@ def parse_config(
     shutdown_timeout = _Section(node, f"{source} [node]").number(
         "shutdown_timeout", DEFAULT_SHUTDOWN_TIMEOUT, 0.1
     )
+    heartbeat_interval = _Section(data.get("membership", {}), f"{source} [membership]").number(
+        "heartbeat_interval", DEFAULT_HEARTBEAT_INTERVAL, 0.05
+    )
     return NodeConfig(
         listen=tuple(_listen_addr(a, f"{listen[0]}[{i}]") for i, a in enumerate(listen[1])),
         bootstrap=tuple(
@@ -146,6 +152,7 @@ def parse_config(
         shutdown_timeout=shutdown_timeout,
         limits=limits,
         gossip=gossip_settings,
+        heartbeat_interval=heartbeat_interval,
     )
 
 

@@ -5,7 +5,8 @@ Lifecycle:
 2. Boot check, IPFS part: a real block put/get round trip (exit 3 on failure).
 3. The libp2p host starts listening, pubsub and the GossipSub router start, the node
    joins its subnets' topics; boot check, libp2p part (exit 4 on failure).
-4. One `ready` log line (peer id, listen addresses); services run (bootstrap dialing).
+4. One `ready` log line (peer id, listen addresses); services run (membership
+   heartbeats, bootstrap dialing).
 5. On the first SIGINT/SIGTERM: `shutdown` is logged, services are cancelled first (no
    new work), then pubsub and the host close (connections closed, listeners released),
    all within `shutdown_timeout`; past it the rest is cancelled. A second signal cancels
@@ -38,6 +39,7 @@ from qflow_node.runtime.bootcheck import (
     open_block_store,
 )
 from qflow_node.runtime.config import NodeConfig
+from qflow_node.runtime.membership_service import MembershipService, membership_config
 from qflow_node.runtime.validation import envelope_validator
 
 
@@ -52,6 +54,7 @@ class Wiring:
 
     `validator_for(subnet, kind)`: the check every message on that topic must pass
     before it is delivered or forwarded (default: it opens as a signed wire envelope).
+    The `nodes` topics are the membership service's: its validator, its consumer.
     `required_protocols`: stream protocols the boot check insists on (e.g. bitswap).
     """
 
@@ -128,8 +131,15 @@ async def _run(
         open_gossip(host, config.gossip) as gossip,
         trio.open_nursery() as services,
     ):
+        membership = MembershipService(
+            key,
+            gossip,
+            config.subnets,
+            membership_config(config.heartbeat_interval),
+            snapshot=paths.peers_snapshot,
+        )
         with stop.boot_phase() as phase:
-            await _join_subnets(gossip, config.subnets, wiring, services)
+            await _join_subnets(gossip, config.subnets, wiring, services, membership)
             probes += check_libp2p(host, gossip, config.listen, wiring.required_protocols)
         if phase.cancelled_caught:
             services.cancel_scope.cancel()
@@ -142,6 +152,7 @@ async def _run(
             subnets=list(config.subnets),
             checks=[_describe(p) for p in probes],
         )
+        services.start_soon(membership.run)
         services.start_soon(
             lambda: maintain_bootstrap(
                 host, config.bootstrap, dial_timeout=config.limits.dial_timeout
@@ -155,17 +166,25 @@ async def _run(
 
 
 async def _join_subnets(
-    gossip: Gossip, subnets: Sequence[str], wiring: Wiring, services: trio.Nursery
+    gossip: Gossip,
+    subnets: Sequence[str],
+    wiring: Wiring,
+    services: trio.Nursery,
+    membership: MembershipService,
 ) -> None:
     for subnet in subnets:
         for kind in TOPIC_KINDS:
             name = topic(subnet, kind)
+            if kind == "nodes":  # heartbeats: opened once by the service's validator
+                heartbeats = await gossip.subscribe(name, membership.validator(subnet))
+                services.start_soon(membership.consume, subnet, heartbeats)
+                continue
             messages = await gossip.subscribe(name, wiring.validator_for(subnet, kind))
             services.start_soon(_consume, name, messages)
 
 
 async def _consume(name: str, messages: trio.MemoryReceiveChannel[GossipMessage]) -> None:
-    # No service consumes gossip yet (membership, flows come later); drain so the
+    # No service consumes flows/exec gossip yet; drain so the
     # buffer never fills, and show what arrives at debug level.
     async with messages:
         async for message in messages:

@@ -59,9 +59,12 @@ degree_low = 2
 degree_high = 5
 max_messages_per_second = 0
 max_message_size = 65536
+[membership]
+heartbeat_interval = 0.5
 """
     config = parse_config(tomllib.loads(text))
     assert config.shutdown_timeout == 3.0
+    assert config.heartbeat_interval == 0.5
     assert config.limits.max_connections == 50
     assert config.limits.to_libp2p().max_connections_per_peer == 1
     assert (config.gossip.degree_low, config.gossip.degree, config.gossip.degree_high) == (2, 3, 5)
@@ -93,6 +96,8 @@ max_message_size = 65536
          "[net] dial_timeout: must be at least 0.1"),
         ("[store]\nmax_block_size = 3000000", Overrides(listen=["/ip4/127.0.0.1/tcp/0"]),
          "exceeds 2097152"),
+        ("[membership]\nheartbeat_interval = 0", Overrides(listen=["/ip4/127.0.0.1/tcp/0"]),
+         "[membership] heartbeat_interval: must be at least 0.05"),
     ],
 )  # fmt: skip
 def test_bad_values_are_reported_with_their_place(

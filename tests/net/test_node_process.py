@@ -228,3 +228,57 @@ def test_the_sentinel_runs_the_same_boot_check(tmp_path: Path) -> None:
     )
     assert broken.returncode == 3
     assert broken.stderr.startswith("error: boot check failed: ipfs block store: cannot open")
+
+
+def _peers(repo: Path) -> tuple[int, dict[str, Any] | None]:
+    done = subprocess.run(
+        [*QFLOW, "peers", "--repo", str(repo), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=BOOT_TIMEOUT,
+        check=False,
+    )
+    return done.returncode, _json_object(done.stdout) if done.stdout else None
+
+
+def _wait_peer_state(repo: Path, peer: str, states: set[str], timeout: float) -> dict[str, Any]:
+    """Poll `qflow peers --json` until `peer` is in one of `states` (bounded)."""
+    deadline = time.monotonic() + timeout
+    last: tuple[int, dict[str, Any] | None] = (-1, None)
+    while time.monotonic() < deadline:
+        last = _peers(repo)
+        code, snapshot = last
+        if code == 0 and snapshot is not None:
+            entries: list[dict[str, Any]] = snapshot["peers"]
+            for entry in entries:
+                if entry["node"] == peer and entry["state"] in states:
+                    return entry
+        time.sleep(0.2)  # polling another process's file: nothing to wait on
+    raise AssertionError(f"{peer} never {states} in `qflow peers` within {timeout}s: {last}")
+
+
+def test_peers_lists_the_other_node_alive_then_suspect_after_it_stops(
+    tmp_path: Path, start: Any
+) -> None:
+    repos = [make_repo(tmp_path, n) for n in ("a", "b")]
+    for repo in repos:  # faster heartbeats: suspect after 0.9 s, dead after 3 s
+        with (repo / "config.toml").open("a", encoding="utf-8") as config:
+            config.write("\n[membership]\nheartbeat_interval = 0.3\n")
+    assert _peers(repos[0]) == (1, None)  # no node running yet
+    a = start("run", "--repo", str(repos[0]), "--listen", LOOPBACK)
+    ready_a = a.wait_for("ready")
+    b = start(
+        "run", "--repo", str(repos[1]), "--listen", LOOPBACK, "--bootstrap", ready_a["listen"][0]
+    )
+    peer_b = b.wait_for("ready")["peer_id"]
+    a.wait_for("peer.alive", peer=peer_b)
+    alive = _wait_peer_state(repos[0], peer_b, {"alive"}, BOOT_TIMEOUT)
+    assert alive["subnets"] == ["default"]
+    assert alive["manifest"]["wasm_engine"].startswith("wasmtime/")
+
+    b.proc.send_signal(signal.SIGTERM)
+    assert b.finish() == 0, b.output()
+    assert not (repos[1] / "run" / "peers.json").exists()  # removed on a clean stop
+    a.wait_for("peer.suspect", peer=peer_b, timeout=STOP_TIMEOUT)
+    _wait_peer_state(repos[0], peer_b, {"suspect", "dead"}, STOP_TIMEOUT)
+    a.wait_for("peer.dead", peer=peer_b, timeout=STOP_TIMEOUT)
