@@ -42,8 +42,8 @@ class Outcome:
     unmet: tuple[int, ...] = ()
 
 
-class Unverified:
-    """A decoded token whose signatures have not been checked."""
+class _Token:
+    """What every token view reads of the wrapped biscuit: its blocks' Datalog."""
 
     __slots__ = ("_inner",)
 
@@ -58,6 +58,12 @@ class Unverified:
             return str(self._inner.block_source(index))
         except (_api.BiscuitBlockError, _api.BiscuitValidationError) as exc:
             raise BiscuitFormatError(f"block {index}: {exc}") from None
+
+
+class Unverified(_Token):
+    """A decoded token whose signatures have not been checked."""
+
+    __slots__ = ()
 
     def revocation_ids(self) -> list[str]:
         return [str(r) for r in self._inner.revocation_ids]
@@ -71,22 +77,10 @@ class Unverified:
             return None
 
 
-class Verified:
+class Verified(_Token):
     """A token whose signature chain verified under a root public key. Immutable."""
 
-    __slots__ = ("_inner",)
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def block_count(self) -> int:
-        return int(self._inner.block_count())
-
-    def block_source(self, index: int) -> str:
-        try:
-            return str(self._inner.block_source(index))
-        except (_api.BiscuitBlockError, _api.BiscuitValidationError) as exc:
-            raise BiscuitFormatError(f"block {index}: {exc}") from None
+    __slots__ = ()
 
     def to_bytes(self) -> bytes:
         return bytes(self._inner.to_bytes())
