@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from qflow_node.codec import CID, decode_dag
 from qflow_node.core.flow import FlowIR, walk
 from qflow_node.identity.store import load_node_key
 from qflow_node.ledger_store import LedgerStore
 from qflow_node.repo import RepoPaths
-from qflow_node.runtime.local import LocalRunner
+from qflow_node.runtime.local import Clock, Inbox, LocalRunner, Progress, Sleep
 from qflow_node.sandbox import Sandbox, SubnetPolicy
 from qflow_node.store import BlockStore, FileBlockStore
 
@@ -28,8 +29,18 @@ def flow_modules(store: BlockStore, ir: FlowIR, *, depth: int = 0) -> frozenset[
     return frozenset(found)
 
 
+class RunnerOptions(TypedDict, total=False):
+    """The keyword options of `LocalRunner` (all optional)."""
+
+    clock: Clock
+    sleep: Sleep
+    inbox: Inbox | None
+    max_wait_ms: int | None
+    on_event: Progress | None
+
+
 @contextmanager
-def local_runner(repo: Path, ir: FlowIR, **options: object) -> Iterator[LocalRunner]:
+def local_runner(repo: Path, ir: FlowIR, **options: Unpack[RunnerOptions]) -> Iterator[LocalRunner]:
     paths = RepoPaths(repo)
     store = FileBlockStore(paths.blocks)
     ledger = LedgerStore(store, paths)
@@ -42,7 +53,7 @@ def local_runner(repo: Path, ir: FlowIR, **options: object) -> Iterator[LocalRun
             ledger,
             sandbox,
             key,
-            **options,  # type: ignore[arg-type]
+            **options,
         ) as runner,
     ):
         yield runner

@@ -530,7 +530,7 @@ class _Compiler:
 
     def _retry(self, src: Any, path: Path) -> RetryIR:
         if not isinstance(src, dict):
-            return dict(_DEFAULT_RETRY)  # type: ignore[return-value]
+            return _DEFAULT_RETRY.copy()
         attempts = src.get("max_attempts", 1)
         delay = self._duration(src.get("delay", "1s"), (*path, "delay"), positive=False)
         max_delay = self._duration(src.get("max_delay"), (*path, "max_delay"), positive=True)

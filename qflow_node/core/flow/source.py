@@ -361,7 +361,10 @@ class _JsonReader:
         return Pos(line, index - self.line_starts[line - 1] + 1, index)
 
     def skip(self, i: int) -> int:
-        return _WS.match(self.text, i).end()  # type: ignore[union-attr]
+        # `_WS` matches the empty string too, so there is always a match.
+        match = _WS.match(self.text, i)
+        assert match is not None
+        return match.end()
 
     def got(self, i: int) -> str:
         return repr(self.text[i]) if i < len(self.text) else "the end of the text"
