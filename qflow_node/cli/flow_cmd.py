@@ -13,12 +13,12 @@ from pathlib import Path
 
 import click
 
-from qflow_node.cli.errors import EXIT_CHECK_FAILED, EXIT_USAGE, fail, open_block_store
+from qflow_node.cli.errors import EXIT_CHECK_FAILED, EXIT_USAGE, open_block_store
+from qflow_node.cli.flowfile import load_flow_or_exit
 from qflow_node.cli.options import repo_option
 from qflow_node.codec.dagjson import to_dag_json
 from qflow_node.core.flow import FlowCompileError
 from qflow_node.flow_loader import FlowFileError, load_flow
-from qflow_node.store import StoreError
 
 _FILE = click.Path(path_type=Path, dir_okay=False)
 
@@ -66,18 +66,7 @@ def compile_command(file: Path, repo: Path, as_json: bool) -> None:
     Local `run:` modules are added as raw blocks, sub-flows must already be in the
     store, and the compiled flow is stored and pinned (with everything it links to).
     """
-    store = open_block_store(repo)
-    try:
-        loaded = load_flow(file, store=store)
-        store.pin(loaded.cid, recursive=True)
-    except FlowFileError as exc:
-        fail(exc.strerror or str(exc))
-    except FlowCompileError as exc:
-        for error in exc.errors:
-            click.echo(f"{file}:{error}", err=True)
-        raise SystemExit(EXIT_CHECK_FAILED) from None
-    except StoreError as exc:
-        fail(f"cannot store the flow: {exc}")
+    loaded = load_flow_or_exit(file, open_block_store(repo), pin=True)
     if as_json:
         ir = to_dag_json(loaded.compiled.ir)
         click.echo(json.dumps(ir, indent=2, sort_keys=True, ensure_ascii=False))

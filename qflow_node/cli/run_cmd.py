@@ -14,10 +14,9 @@ from typing import Any
 import click
 
 from qflow_node.cli.errors import EXIT_CHECK_FAILED, fail, open_block_store
+from qflow_node.cli.flowfile import load_flow_or_exit
 from qflow_node.cli.options import repo_option
-from qflow_node.core.flow import FlowCompileError
 from qflow_node.core.flow.values import duration_ms
-from qflow_node.flow_loader import FlowFileError, load_flow
 from qflow_node.identity.keys import SigningKey
 from qflow_node.identity.store import load_actor_key
 from qflow_node.repo import RepoPaths
@@ -122,14 +121,7 @@ def run_command(
 
     inputs = _inputs(pairs, inputs_json)
     store = open_block_store(repo)
-    try:
-        loaded = load_flow(file, store=store)
-    except FlowFileError as exc:
-        fail(exc.strerror or str(exc))
-    except FlowCompileError as exc:
-        for error in exc.errors:
-            click.echo(f"{file}:{error}", err=True)
-        raise SystemExit(EXIT_CHECK_FAILED) from None
+    loaded = load_flow_or_exit(file, store)
     keys = _approvers(repo, approvers)
     wait = _max_wait(max_wait)
     ir = loaded.compiled.ir

@@ -226,9 +226,8 @@ def test_sleep_waits_on_the_clock(repo: Path) -> None:
 # -- order processing, with its services on a loopback HTTP server --------------------------
 
 
-class Shop(http.server.BaseHTTPRequestHandler):
-    calls: ClassVar[list[tuple[str, str, Any]]] = []
-    fail_confirm: ClassVar[bool] = False
+class JsonHandler(http.server.BaseHTTPRequestHandler):
+    """A quiet handler that answers JSON."""
 
     def _reply(self, status: int, body: Any) -> None:
         data = json.dumps(body).encode()
@@ -237,6 +236,14 @@ class Shop(http.server.BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class Shop(JsonHandler):
+    calls: ClassVar[list[tuple[str, str, Any]]] = []
+    fail_confirm: ClassVar[bool] = False
 
     def do_GET(self) -> None:
         type(self).calls.append(("GET", self.path, None))
@@ -252,9 +259,6 @@ class Shop(http.server.BaseHTTPRequestHandler):
             self._reply(200, {"charge": "ch_1"})
         else:
             self._reply(200, {"ok": True})
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 @contextmanager
@@ -405,7 +409,7 @@ def test_http_step_outside_its_capability_is_denied(repo: Path, shop: str, tmp_p
 # -- http.yaml and saga.yaml, with their services on a loopback HTTP server -----------------
 
 
-class Travel(http.server.BaseHTTPRequestHandler):
+class Travel(JsonHandler):
     calls: ClassVar[list[tuple[str, str]]] = []
     fail_hotel: ClassVar[bool] = False
     CREATED: ClassVar[dict[str, str]] = {
@@ -413,14 +417,6 @@ class Travel(http.server.BaseHTTPRequestHandler):
         "/cars/rentals": "c-1",
         "/hotels/reservations": "h-1",
     }
-
-    def _reply(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _handle(self) -> None:
         type(self).calls.append((self.command, self.path))
@@ -435,9 +431,6 @@ class Travel(http.server.BaseHTTPRequestHandler):
             self._reply(200, {"ok": True})
 
     do_GET = do_POST = do_DELETE = _handle
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture
