@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "identity": {"codec", "fsio", "repo", "log"},
     "store": {"codec", "fsio", "repo", "log"},
     "crypto": {"codec"},
-    "net": {"codec", "identity", "log"},
+    "net": {"codec", "identity", "store", "log"},
     "sandbox": {"codec", "core", "store", "fsio", "repo", "log"},
     "flow_loader": {"core", "codec", "store", "fsio", "repo", "log"},
     "ledger_store": {"core", "codec", "identity", "store", "fsio", "repo", "log"},

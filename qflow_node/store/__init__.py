@@ -23,6 +23,7 @@ from qflow_node.store.api import BlockStore
 from qflow_node.store.errors import (
     BlockNotFoundError,
     BlockTooLargeError,
+    BlockUnavailableError,
     CorruptBlockError,
     InvalidBlockError,
     PinnedBlockError,
@@ -39,6 +40,7 @@ __all__ = [
     "BlockStat",
     "BlockStore",
     "BlockTooLargeError",
+    "BlockUnavailableError",
     "CorruptBlockError",
     "FileBlockStore",
     "GcProblem",

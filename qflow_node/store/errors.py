@@ -53,3 +53,14 @@ class PinnedBlockError(StoreError):
     def __init__(self, cid: CID) -> None:
         super().__init__(f"block {cid.encode()} is pinned; unpin it before deleting it")
         self.cid = cid
+
+
+class BlockUnavailableError(StoreError, LookupError):
+    """Blocks the network did not deliver. `missing`: CID -> why (`timeout`, `dont_have`:
+    every asked peer said it has none, `no_peers`: nobody to ask)."""
+
+    def __init__(self, missing: dict[CID, str]) -> None:
+        shown = ", ".join(f"{cid.encode()} ({why})" for cid, why in list(missing.items())[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        super().__init__(f"blocks not available from peers: {shown}{more}")
+        self.missing = missing
