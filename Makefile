@@ -4,13 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test test-fast lint typecheck sentinel demo bench steps clean
+.PHONY: test test-fast test-interop lint typecheck sentinel demo bench steps clean
 
 # The virtualenv is rebuilt whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Qflow needs Python >= 3.11, found " + sys.version.split()[0])'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,interop]'
 	touch $(STAMP)
 
 lint: $(STAMP)
@@ -28,6 +28,11 @@ test: lint typecheck sentinel
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -m 'not slow' -q
+
+# Only the interop tests against a real Kubo (the `interop` extra; `make test` runs them
+# too, and they skip where the extra has no wheel for the platform).
+test-interop: $(STAMP)
+	$(BIN)/pytest -m kubo tests/interop
 
 demo: $(STAMP)
 	bash examples/demo.sh

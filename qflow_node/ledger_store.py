@@ -92,6 +92,13 @@ class LedgerStore:
             raise LedgerStoreError(f"cannot read heads index {path}: {exc.strerror}") from None
         return _parse_heads(path, data, exec)
 
+    def heads_changed_at(self, exec: CID) -> float | None:
+        """When the heads of `exec` last changed here (epoch seconds), None if never."""
+        try:
+            return self._heads_path(exec).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
     def executions(self) -> list[CID]:
         """Executions with a heads index, sorted by CID string."""
         try:

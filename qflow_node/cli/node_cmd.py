@@ -35,6 +35,14 @@ _listen_option = click.option(
     metavar="MULTIADDR",
     help="Listen address, e.g. /ip4/0.0.0.0/tcp/4001 (repeatable; replaces [node] listen).",
 )
+_ipfs_api_option = click.option(
+    "--ipfs-api",
+    "ipfs_api",
+    metavar="MULTIADDR",
+    default=None,
+    help="Keep blocks in the Kubo whose RPC API is here, e.g. /ip4/127.0.0.1/tcp/5001 "
+    "(replaces [store] ipfs_api).",
+)
 
 
 @click.group("node", context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,6 +54,7 @@ def node_group() -> None:
 @repo_option
 @_config_option
 @_listen_option
+@_ipfs_api_option
 @click.option(
     "--bootstrap",
     multiple=True,
@@ -67,6 +76,7 @@ def run_command(
     listen: tuple[str, ...],
     bootstrap: tuple[str, ...],
     subnet: tuple[str, ...],
+    ipfs_api: str | None,
 ) -> None:
     """Boot check, then serve until SIGINT/SIGTERM. Logs JSON lines on stderr.
 
@@ -74,7 +84,7 @@ def run_command(
     put/get round trip and libp2p listens on every address with pubsub running.
     """
     _json_logging(ctx)
-    paths, config, key = _prepare(repo, config_path, Overrides(listen, bootstrap, subnet))
+    paths, config, key = _prepare(repo, config_path, Overrides(listen, bootstrap, subnet, ipfs_api))
     try:
         trio.run(serve, paths, config, key)
     except BootCheckFailed as exc:
@@ -88,13 +98,16 @@ def run_command(
 @repo_option
 @_config_option
 @_listen_option
-def boot_check_command(repo: Path, config_path: Path | None, listen: tuple[str, ...]) -> None:
+@_ipfs_api_option
+def boot_check_command(
+    repo: Path, config_path: Path | None, listen: tuple[str, ...], ipfs_api: str | None
+) -> None:
     """Run the node's boot check alone: IPFS put/get, libp2p listen and pubsub.
 
     Uses the configured listen addresses, so it fails (exit 4) on a fixed port the
     running node holds; pass --listen /ip4/127.0.0.1/tcp/0 to check a running node's repo.
     """
-    paths, config, key = _prepare(repo, config_path, Overrides(listen=listen))
+    paths, config, key = _prepare(repo, config_path, Overrides(listen=listen, ipfs_api=ipfs_api))
     try:
         probes = trio.run(run_boot_check, paths, config, key)
     except BootCheckFailed as exc:

@@ -4,11 +4,11 @@ No degraded mode: if the block store cannot do a real put/get round trip, or the
 not listening on every configured address with pubsub running, the node refuses to start
 with a clear message and a distinct exit code (docs/operator.md, "Exit codes").
 
-What "IPFS works" means today: the block service of this node is the repo's
-`FileBlockStore` (bitswap and the async `BlockService` are a later issue). The probe
-writes a fresh raw block (so the write really reaches the disk), reads it back verified
-against its CID, compares and deletes it. Protocols that later services must have
-registered (bitswap's `/ipfs/bitswap/1.2.0` once it exists) are passed as
+What "IPFS works" means: the probe writes a fresh raw block through the node's block
+store (so the write really reaches the disk, or the Kubo it is configured to use), reads
+it back verified against its CID, compares and deletes it; and bitswap answers on the
+host under every protocol id peers use (`/ipfs/bitswap/1.2.0` and older), so Kubo and
+Qflow peers can fetch our blocks. Protocols later services need are passed as
 `required_protocols` and checked on the host.
 """
 
@@ -28,11 +28,15 @@ from multiaddr import Multiaddr
 
 from qflow_node.codec import raw_block
 from qflow_node.identity import SigningKey
+from qflow_node.net.bitswap import PROTOCOLS as BITSWAP_PROTOCOLS
+from qflow_node.net.bitswap import open_bitswap
 from qflow_node.net.gossip import Gossip, open_gossip
 from qflow_node.net.host import build_host, listening_on
 from qflow_node.repo import RepoPaths
 from qflow_node.runtime.config import NodeConfig
 from qflow_node.store import FileBlockStore, StoreError
+from qflow_node.store.kubo_rpc import KuboRpcBlockStore
+from qflow_node.store.service import BlockService
 
 EXIT_BOOT_IPFS: Final = 3
 EXIT_BOOT_LIBP2P: Final = 4
@@ -60,15 +64,22 @@ class BootCheckFailed(Exception):
         self.exit_code = EXIT_BOOT_IPFS if part == "ipfs" else EXIT_BOOT_LIBP2P
 
 
-def open_block_store(paths: RepoPaths, max_block_size: int) -> FileBlockStore:
+def open_block_store(paths: RepoPaths, config: NodeConfig) -> FileBlockStore | KuboRpcBlockStore:
+    """The repo's `FileBlockStore`, or the Kubo at `config.ipfs_api` (not contacted yet)."""
+    if config.ipfs_api is not None:
+        try:
+            return KuboRpcBlockStore(config.ipfs_api, max_block_size=config.max_block_size)
+        except StoreError as exc:
+            raise BootCheckFailed("ipfs", "block store", str(exc)) from None
     try:
-        return FileBlockStore(paths.blocks, max_block_size=max_block_size)
+        return FileBlockStore(paths.blocks, max_block_size=config.max_block_size)
     except (StoreError, OSError) as exc:
         raise BootCheckFailed("ipfs", "block store", f"cannot open {paths.blocks}: {exc}") from None
 
 
-async def check_ipfs(store: FileBlockStore) -> list[Probe]:
+async def check_ipfs(store: FileBlockStore | KuboRpcBlockStore) -> list[Probe]:
     """A real block put + get round trip; raises BootCheckFailed."""
+    where = str(store.root) if isinstance(store, FileBlockStore) else store.location
     # Unique content: an existing block would make `put` a no-op and prove nothing.
     block = raw_block(b"qflow boot check " + os.urandom(16) + str(time.time_ns()).encode())
     started = time.perf_counter()
@@ -87,19 +98,27 @@ async def check_ipfs(store: FileBlockStore) -> list[Probe]:
             data = await trio.to_thread.run_sync(round_trip, abandon_on_cancel=True)  # type: ignore[call-arg]
     except trio.TooSlowError:
         raise BootCheckFailed(
-            "ipfs", "put/get", f"no answer from {store.root} within {IPFS_PROBE_TIMEOUT:g} s"
+            "ipfs", "put/get", f"no answer from {where} within {IPFS_PROBE_TIMEOUT:g} s"
         ) from None
     except (StoreError, OSError) as exc:
-        raise BootCheckFailed("ipfs", "put/get", f"{store.root}: {exc}") from None
+        # Kubo's errors already name the API address; say where only if they do not.
+        detail = str(exc) if where in str(exc) else f"{where}: {exc}"
+        raise BootCheckFailed("ipfs", "put/get", detail) from None
     if data != block.data:
-        raise BootCheckFailed("ipfs", "put/get", f"{store.root} returned different bytes")
+        raise BootCheckFailed("ipfs", "put/get", f"{where} returned different bytes")
     ms = (time.perf_counter() - started) * 1000
     return [
-        Probe(
-            "ipfs", "put/get", f"round trip of {block.cid.encode()} via {store.root} in {ms:.1f} ms"
-        ),
-        Probe("ipfs", "bitswap", "not part of the node yet (later issue); nothing to check"),
+        Probe("ipfs", "put/get", f"round trip of {block.cid.encode()} via {where} in {ms:.1f} ms"),
     ]
+
+
+def check_bitswap(host: IHost) -> Probe:
+    """Bitswap answers on the host (every protocol id Kubo and Qflow peers open)."""
+    handlers = set(host.get_mux().handlers)
+    missing = [p for p in BITSWAP_PROTOCOLS if p not in handlers]
+    if missing:
+        raise BootCheckFailed("ipfs", "bitswap", f"no handler for {', '.join(missing)}")
+    return Probe("ipfs", "bitswap", f"serving {', '.join(BITSWAP_PROTOCOLS)}")
 
 
 def check_libp2p(
@@ -139,13 +158,16 @@ async def run_boot_check(
     required_protocols: Sequence[str] = (),
 ) -> list[Probe]:
     """The daemon's boot check on its own (`qflow node boot-check`): start, check, stop."""
-    probes = await check_ipfs(open_block_store(paths, config.max_block_size))
+    store = open_block_store(paths, config)
+    probes = await check_ipfs(store)
     host = build_host(key, config.listen, config.limits)
     try:
         async with (
             host.run(listen_addrs=list(config.listen)),
+            open_bitswap(host, BlockService(store).local),
             open_gossip(host, config.gossip) as gossip,
         ):
+            probes.append(check_bitswap(host))
             probes += check_libp2p(host, gossip, config.listen, required_protocols)
     except BaseExceptionGroup as group:
         failed = boot_failure(group)

@@ -20,6 +20,8 @@ from multiaddr import Multiaddr
 from qflow_node.net.gossip import GossipSettings
 from qflow_node.net.host import ConnectionLimits
 from qflow_node.net.topics import TopicError, validate_subnet
+from qflow_node.runtime.heads_service import HeadsSettings
+from qflow_node.store.kubo_rpc import KuboAddressError, api_url
 
 # Bitswap peers refuse blocks over 2 MiB (see DEFAULT_CONFIG in qflow_node/cli/init_cmd.py).
 MAX_BLOCK_SIZE_LIMIT: Final = 2 << 20
@@ -30,9 +32,10 @@ DEFAULT_HEARTBEAT_INTERVAL: Final = 1.0
 # section -> allowed keys
 _SCHEMA: Final = {
     "node": {"listen", "bootstrap", "subnets", "shutdown_timeout"},
-    "store": {"max_block_size"},
+    "store": {"max_block_size", "ipfs_api"},
     "net": {"max_connections", "max_connections_per_peer", "dial_timeout"},
     "membership": {"heartbeat_interval"},
+    "ledger": {"announce_interval", "active_window"},
     "gossip": {
         "heartbeat_interval",
         "degree",
@@ -58,15 +61,18 @@ class NodeConfig:
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     gossip: GossipSettings = field(default_factory=GossipSettings)
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL  # membership heartbeats, seconds
+    ipfs_api: str | None = None  # Kubo RPC API multiaddr; None = the repo's FileBlockStore
+    ledger_sync: HeadsSettings = field(default_factory=HeadsSettings)  # heads anti-entropy
 
 
 @dataclass(frozen=True, slots=True)
 class Overrides:
-    """Command-line values; each one given replaces the config file's list."""
+    """Command-line values; each one given replaces the config file's list (or value)."""
 
     listen: Sequence[str] = ()
     bootstrap: Sequence[str] = ()
     subnets: Sequence[str] = ()
+    ipfs_api: str | None = None
 
 
 def load_config(path: Path, overrides: Overrides | None = None) -> NodeConfig:
@@ -142,6 +148,17 @@ def parse_config(
     heartbeat_interval = _Section(data.get("membership", {}), f"{source} [membership]").number(
         "heartbeat_interval", DEFAULT_HEARTBEAT_INTERVAL, 0.05
     )
+    lg, dl = _Section(data.get("ledger", {}), f"{source} [ledger]"), HeadsSettings()
+    ledger_sync = HeadsSettings(
+        announce_interval=lg.number("announce_interval", dl.announce_interval, 0.05),
+        active_window=lg.number("active_window", dl.active_window, 1.0),
+    )
+    if overrides.ipfs_api is not None:
+        ipfs_api = _ipfs_api(overrides.ipfs_api, "--ipfs-api")
+    elif "ipfs_api" in store:
+        ipfs_api = _ipfs_api(store["ipfs_api"], where("store", "ipfs_api"))
+    else:
+        ipfs_api = None
     return NodeConfig(
         listen=tuple(_listen_addr(a, f"{listen[0]}[{i}]") for i, a in enumerate(listen[1])),
         bootstrap=tuple(
@@ -153,6 +170,8 @@ def parse_config(
         limits=limits,
         gossip=gossip_settings,
         heartbeat_interval=heartbeat_interval,
+        ipfs_api=ipfs_api,
+        ledger_sync=ledger_sync,
     )
 
 
@@ -250,6 +269,17 @@ def _bootstrap_addr(text: str, where: str) -> Multiaddr:
     except Exception as exc:
         raise ConfigError(f"{where}: {text!r} has an invalid peer id ({exc})") from None
     return addr
+
+
+def _ipfs_api(value: object, where: str) -> str:
+    """A Kubo RPC API multiaddr, checked the way `KuboRpcBlockStore` will read it."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: must be a string (a multiaddr), got {reprlib.repr(value)}")
+    try:
+        api_url(value)
+    except KuboAddressError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return value
 
 
 def _subnets(names: list[str], where: str) -> tuple[str, ...]:

@@ -24,7 +24,9 @@ from typing import Any
 import trio
 
 from qflow_node.identity import SigningKey
+from qflow_node.ledger_store import LedgerStore
 from qflow_node.log import bind, get_logger
+from qflow_node.net.bitswap import open_bitswap
 from qflow_node.net.bootstrap import maintain_bootstrap
 from qflow_node.net.events import ConnectionLog
 from qflow_node.net.gossip import Gossip, GossipMessage, Validator, open_gossip
@@ -34,13 +36,16 @@ from qflow_node.repo import RepoPaths
 from qflow_node.runtime.bootcheck import (
     Probe,
     boot_failure,
+    check_bitswap,
     check_ipfs,
     check_libp2p,
     open_block_store,
 )
 from qflow_node.runtime.config import NodeConfig
+from qflow_node.runtime.heads_service import HeadsService
 from qflow_node.runtime.membership_service import MembershipService, membership_config
 from qflow_node.runtime.validation import envelope_validator
+from qflow_node.store.service import BlockService
 
 
 def _log() -> Any:
@@ -120,17 +125,20 @@ async def _run(
     paths: RepoPaths, config: NodeConfig, key: SigningKey, wiring: Wiring, stop: _Stop
 ) -> None:
     with stop.boot_phase() as phase:
-        store = open_block_store(paths, config.max_block_size)
+        store = open_block_store(paths, config)
         probes = await check_ipfs(store)
     if phase.cancelled_caught:
         return
+    blocks = BlockService(store)
     host = build_host(key, config.listen, config.limits)
     host.get_network().register_notifee(ConnectionLog())
     async with (
         host.run(listen_addrs=list(config.listen)),
+        open_bitswap(host, blocks.local) as bitswap,
         open_gossip(host, config.gossip) as gossip,
         trio.open_nursery() as services,
     ):
+        blocks.exchange = bitswap
         membership = MembershipService(
             key,
             gossip,
@@ -138,8 +146,19 @@ async def _run(
             membership_config(config.heartbeat_interval),
             snapshot=paths.peers_snapshot,
         )
+        heads = HeadsService(
+            key,
+            gossip,
+            blocks,
+            LedgerStore(store, paths),
+            subnets=config.subnets,
+            settings=config.ledger_sync,
+        )
         with stop.boot_phase() as phase:
-            await _join_subnets(gossip, config.subnets, wiring, services, membership)
+            await _join_subnets(
+                gossip, config.subnets, wiring, services, membership=membership, heads=heads
+            )
+            probes.append(check_bitswap(host))
             probes += check_libp2p(host, gossip, config.listen, wiring.required_protocols)
         if phase.cancelled_caught:
             services.cancel_scope.cancel()
@@ -153,6 +172,7 @@ async def _run(
             checks=[_describe(p) for p in probes],
         )
         services.start_soon(membership.run)
+        services.start_soon(heads.run)
         services.start_soon(
             lambda: maintain_bootstrap(
                 host, config.bootstrap, dial_timeout=config.limits.dial_timeout
@@ -170,7 +190,9 @@ async def _join_subnets(
     subnets: Sequence[str],
     wiring: Wiring,
     services: trio.Nursery,
+    *,
     membership: MembershipService,
+    heads: HeadsService,
 ) -> None:
     for subnet in subnets:
         for kind in TOPIC_KINDS:
@@ -180,11 +202,14 @@ async def _join_subnets(
                 services.start_soon(membership.consume, subnet, heartbeats)
                 continue
             messages = await gossip.subscribe(name, wiring.validator_for(subnet, kind))
-            services.start_soon(_consume, name, messages)
+            if kind == "exec":
+                services.start_soon(heads.consume, subnet, messages)
+            else:
+                services.start_soon(_consume, name, messages)
 
 
 async def _consume(name: str, messages: trio.MemoryReceiveChannel[GossipMessage]) -> None:
-    # No service consumes flows/exec gossip yet; drain so the
+    # No service consumes flows gossip yet; drain so the
     # buffer never fills, and show what arrives at debug level.
     async with messages:
         async for message in messages:

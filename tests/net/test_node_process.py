@@ -7,14 +7,10 @@ killed in teardown, whatever happened.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,117 +18,23 @@ from typing import Any
 
 import pytest
 
-from qflow_node.cli.init_cmd import init_repo
+from qflow_node.runtime.testing import (
+    BOOT_TIMEOUT,
+    LOOPBACK,
+    QFLOW,
+    STOP_TIMEOUT,
+    NodeSet,
+    json_object,
+    make_repo,
+)
 
 pytestmark = pytest.mark.slow
 
-# `qflow node ...` through the real entry point (the lazy command group included).
-QFLOW = [sys.executable, "-c", "from qflow_node.cli.main import main; main()"]
-NODE_CMD = [*QFLOW, "node"]
-LOOPBACK = "/ip4/127.0.0.1/tcp/0"
-BOOT_TIMEOUT = 30.0
-STOP_TIMEOUT = 15.0
-
-
-class NodeProcess:
-    def __init__(self, args: list[str]) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [*NODE_CMD, *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.events: list[dict[str, Any]] = []  # every JSON log event, in order
-        self._changed = threading.Condition()
-        self.stderr: list[str] = []
-        self.stdout: list[str] = []
-        self._readers = [
-            threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr, True)),
-            threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout, False)),
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    def _read(self, stream: Any, lines: list[str], parse: bool) -> None:
-        for line in stream:
-            lines.append(line)
-            event = _json_object(line) if parse else None
-            with self._changed:
-                if event is not None:
-                    self.events.append(event)
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()  # EOF: the process is exiting
-
-    def wait_for(self, name: str, timeout: float = BOOT_TIMEOUT, **fields: Any) -> dict[str, Any]:
-        """The first log event `name` whose fields match (seen already or arriving
-        within `timeout` seconds)."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for event in self.events:
-                    if event.get("event") == name and all(
-                        event.get(k) == v for k, v in fields.items()
-                    ):
-                        return event
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"no {name} {fields} within {timeout}s:\n{self.output()}")
-                if self.proc.poll() is not None and not any(r.is_alive() for r in self._readers):
-                    raise AssertionError(
-                        f"node exited ({self.proc.returncode}) before {name}:\n{self.output()}"
-                    )
-                self._changed.wait(timeout=min(remaining, 0.5))
-
-    def finish(self, timeout: float = STOP_TIMEOUT) -> int:
-        """Wait for exit (bounded) and for the readers to drain; the exit code."""
-        code = self.proc.wait(timeout=timeout)
-        for reader in self._readers:
-            reader.join(timeout=5)
-        return code
-
-    def output(self) -> str:
-        return "".join(self.stderr[-40:])
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        for reader in self._readers:
-            reader.join(timeout=5)
-
-
-def _json_object(line: str) -> dict[str, Any] | None:
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None
-    return event if isinstance(event, dict) else None
-
 
 @pytest.fixture
-def start() -> Iterator[Any]:
-    started: list[NodeProcess] = []
-
-    def launch(*args: str) -> NodeProcess:
-        node = NodeProcess(list(args))
-        started.append(node)
-        return node
-
-    try:
-        yield launch
-    finally:
-        for node in started:
-            node.kill()
-
-
-def make_repo(tmp_path: Path, name: str) -> Path:
-    repo = tmp_path / name
-    init_repo(repo)
-    return repo
+def start() -> Iterator[NodeSet]:
+    with NodeSet() as nodes:  # every process started is killed in teardown
+        yield nodes
 
 
 def test_three_nodes_boot_bootstrap_and_stop_cleanly(tmp_path: Path, start: Any) -> None:
@@ -238,7 +140,7 @@ def _peers(repo: Path) -> tuple[int, dict[str, Any] | None]:
         timeout=BOOT_TIMEOUT,
         check=False,
     )
-    return done.returncode, _json_object(done.stdout) if done.stdout else None
+    return done.returncode, json_object(done.stdout) if done.stdout else None
 
 
 def _wait_peer_state(repo: Path, peer: str, states: set[str], timeout: float) -> dict[str, Any]:

@@ -1,0 +1,198 @@
+"""Anti-entropy for execution ledgers: announce our heads, catch up on theirs.
+
+Gossip is lossy, so no ledger may depend on one message arriving. Every
+`announce_interval` the node publishes, on each subnet's `exec` topic, a signed `heads`
+envelope for every active execution it holds (heads index changed within
+`active_window`; at most `max_announced` of them, newest first). A node that hears heads
+it does not know fetches what they reach over bitswap - asking the announcer first,
+since it certainly has them - and merges: `LedgerStore.merge` verifies the union (hash
+links, fields, signatures) and keeps its antichain, so a forged or broken ledger changes
+nothing. A node that was down or joined late therefore converges within one interval
+after it hears any holder, with nothing lost.
+
+Catch-ups run one at a time per execution (`max_catchups` at once overall); heads
+already merged, or ours, are remembered and ignored. A fetch that was interrupted is
+repaired: if the merge reports a missing block, the walk is repeated without trusting
+blocks already present.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from qflow_node.codec import CID
+from qflow_node.codec.envelope_bodies import Heads
+from qflow_node.core.envelopes import Rejected, open_envelope, seal_envelope
+from qflow_node.core.ledger import Reason
+from qflow_node.identity import SigningKey
+from qflow_node.ledger_store import LedgerStore, LedgerStoreError
+from qflow_node.log import get_logger
+from qflow_node.net.gossip import Gossip, GossipMessage
+from qflow_node.net.topics import topic
+from qflow_node.store import StoreError
+from qflow_node.store.service import BlockService
+
+
+def _log() -> Any:
+    return get_logger("qflow.ledger.sync")
+
+
+@dataclass(frozen=True, slots=True)
+class HeadsSettings:
+    announce_interval: float = 5.0  # seconds between announcement rounds
+    active_window: float = 3600.0  # executions whose heads changed this recently
+    max_announced: int = 256  # per round, newest first
+    max_catchups: int = 8  # executions caught up concurrently
+    fetch_within: float = 30.0  # seconds per DAG level fetched
+
+    def __post_init__(self) -> None:
+        if self.announce_interval <= 0 or self.active_window <= 0 or self.fetch_within <= 0:
+            raise ValueError("ledger announce_interval, active_window and fetch_within must be > 0")
+        if self.max_announced < 1 or self.max_catchups < 1:
+            raise ValueError("ledger max_announced and max_catchups must be >= 1")
+
+
+class HeadsService:
+    def __init__(
+        self,
+        key: SigningKey,
+        gossip: Gossip,
+        blocks: BlockService,
+        ledger: LedgerStore,
+        *,
+        subnets: Sequence[str],
+        settings: HeadsSettings | None = None,
+    ) -> None:
+        self.key = key
+        self.gossip = gossip
+        self.blocks = blocks
+        self.ledger = ledger
+        self.subnets = tuple(subnets)
+        self.settings = settings or HeadsSettings()
+        self._seq = time.time_ns() // 1000  # grows across restarts, like heartbeats
+        self._merged: dict[CID, set[CID]] = {}  # heads known to be in our ledger
+        self._busy: set[CID] = set()
+        self._slots = trio.CapacityLimiter(self.settings.max_catchups)
+        self.merges = 0  # ledgers changed by a catch-up (for tests and status)
+        self.rejected = 0  # announced ledgers that failed to verify
+        self._changed = trio.Event()
+
+    # -- announcing -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Announce every interval until cancelled."""
+        while True:
+            await self.announce_once()
+            await trio.sleep(self.settings.announce_interval)
+
+    async def announce_once(self) -> int:
+        """One round; returns how many announcements were published."""
+        active = await trio.to_thread.run_sync(self._active)
+        sent = 0
+        for exec, heads in active:
+            self._merged.setdefault(exec, set()).update(heads)
+            ordered = tuple(sorted(heads, key=lambda c: c.cid_bytes))
+            for subnet in self.subnets:
+                self._seq += 1
+                data = seal_envelope(
+                    self.key, subnet=subnet, seq=self._seq, body=Heads(exec, ordered)
+                )
+                await self.gossip.publish(topic(subnet, "exec"), data)
+                sent += 1
+        return sent
+
+    def _active(self) -> list[tuple[CID, tuple[CID, ...]]]:
+        cutoff = time.time() - self.settings.active_window
+        recent = []
+        for exec in self.ledger.executions():
+            changed = self.ledger.heads_changed_at(exec)
+            if changed is not None and changed >= cutoff:
+                recent.append((changed, exec))
+        recent.sort(key=lambda item: item[0], reverse=True)
+        found = []
+        for _, exec in recent[: self.settings.max_announced]:
+            try:
+                heads = self.ledger.heads(exec)
+            except LedgerStoreError as exc:
+                _log().warning("ledger.heads_unreadable", exec=exec.encode(), error=str(exc))
+                continue
+            if heads:
+                found.append((exec, heads))
+        return found
+
+    # -- catching up --------------------------------------------------------------------
+
+    async def consume(
+        self, subnet: str, messages: trio.MemoryReceiveChannel[GossipMessage]
+    ) -> None:
+        """Read the `exec` topic of `subnet`; start a catch-up for unknown heads."""
+        async with trio.open_nursery() as nursery, messages:
+            async for message in messages:
+                opened = open_envelope(message.data, subnet=subnet, channel="exec")
+                if isinstance(opened, Rejected) or not isinstance(opened.body, Heads):
+                    continue  # other exec-topic kinds belong to later services
+                body = opened.body
+                if opened.sender == self.key.peer_id or body.exec in self._busy:
+                    continue
+                if set(body.heads) <= self._merged.get(body.exec, set()):
+                    continue
+                self._busy.add(body.exec)
+                nursery.start_soon(self._catch_up, body.exec, body.heads, opened.sender)
+
+    async def _catch_up(self, exec: CID, heads: tuple[CID, ...], announcer: str) -> None:
+        try:
+            async with self._slots:
+                await self._fetch_and_merge(exec, heads, announcer)
+        finally:
+            self._busy.discard(exec)
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def _fetch_and_merge(self, exec: CID, heads: tuple[CID, ...], announcer: str) -> None:
+        log = _log().bind(exec=exec.encode(), announcer=announcer)
+        for trust_present in (True, False):
+            try:
+                fetched = await self.blocks.fetch_dag(
+                    heads,
+                    peers=[announcer],
+                    within=self.settings.fetch_within,
+                    skip_present=trust_present,
+                )
+            except StoreError as exc:
+                log.info("ledger.catch_up_failed", error=str(exc))
+                return
+            report = await trio.to_thread.run_sync(self.ledger.merge, exec, heads)
+            if report.ok:
+                merged = self._merged.setdefault(exec, set())
+                merged.update(heads)
+                merged.update(report.heads)
+                self.merges += 1
+                log.info(
+                    "ledger.merged",
+                    heads=[h.encode() for h in report.heads],
+                    fetched=fetched.fetched,
+                    fetched_bytes=fetched.fetched_bytes,
+                )
+                return
+            failure = report.failure
+            assert failure is not None
+            if failure.reason != Reason.MISSING_BLOCK or not trust_present:
+                self.rejected += 1
+                self._merged.setdefault(exec, set()).update(heads)  # don't refetch a forgery
+                log.warning(
+                    "ledger.merge_rejected",
+                    reason=failure.reason,
+                    at=failure.cid.encode(),
+                    error=failure.message,
+                )
+                return
+
+    async def wait_idle_after(self, merges: int) -> None:
+        """Until at least `merges` catch-ups have merged (tests, status)."""
+        while self.merges < merges:
+            await self._changed.wait()

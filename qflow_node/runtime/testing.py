@@ -1,0 +1,133 @@
+"""Real `qflow node run` processes for multi-process tests and benchmarks.
+
+Each node is a subprocess; its JSON log lines (stderr) are read by a thread into a
+list, and callers wait for specific events with deadlines - no sleeps. `NodeSet` kills
+every process it started, whatever happened (use it as a context manager or fixture).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Final
+
+from qflow_node.cli.init_cmd import init_repo
+
+# `qflow ...` through the real entry point (the lazy command group included).
+QFLOW: Final = [sys.executable, "-c", "from qflow_node.cli.main import main; main()"]
+NODE_CMD: Final = [*QFLOW, "node"]
+LOOPBACK: Final = "/ip4/127.0.0.1/tcp/0"
+BOOT_TIMEOUT: Final = 30.0
+STOP_TIMEOUT: Final = 15.0
+
+
+class NodeProcess:
+    def __init__(self, args: list[str]) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [*NODE_CMD, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.events: list[dict[str, Any]] = []  # every JSON log event, in order
+        self._changed = threading.Condition()
+        self.stderr: list[str] = []
+        self.stdout: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr, True)),
+            threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout, False)),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream: Any, lines: list[str], parse: bool) -> None:
+        for line in stream:
+            lines.append(line)
+            event = json_object(line) if parse else None
+            with self._changed:
+                if event is not None:
+                    self.events.append(event)
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()  # EOF: the process is exiting
+
+    def wait_for(self, name: str, timeout: float = BOOT_TIMEOUT, **fields: Any) -> dict[str, Any]:
+        """The first log event `name` whose fields match (seen already or arriving
+        within `timeout` seconds)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for event in self.events:
+                    if event.get("event") == name and all(
+                        event.get(k) == v for k, v in fields.items()
+                    ):
+                        return event
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"no {name} {fields} within {timeout}s:\n{self.output()}")
+                if self.proc.poll() is not None and not any(r.is_alive() for r in self._readers):
+                    raise AssertionError(
+                        f"node exited ({self.proc.returncode}) before {name}:\n{self.output()}"
+                    )
+                self._changed.wait(timeout=min(remaining, 0.5))
+
+    def finish(self, timeout: float = STOP_TIMEOUT) -> int:
+        """Wait for exit (bounded) and for the readers to drain; the exit code."""
+        code = self.proc.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout=5)
+        return code
+
+    def output(self) -> str:
+        return "".join(self.stderr[-40:])
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for reader in self._readers:
+            reader.join(timeout=5)
+
+
+def json_object(line: str) -> dict[str, Any] | None:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+class NodeSet:
+    """Processes started by one test; `kill_all` (or leaving the `with`) stops them."""
+
+    def __init__(self) -> None:
+        self.started: list[NodeProcess] = []
+
+    def __call__(self, *args: str) -> NodeProcess:
+        node = NodeProcess(list(args))
+        self.started.append(node)
+        return node
+
+    def kill_all(self) -> None:
+        for node in self.started:
+            node.kill()
+
+    def __enter__(self) -> NodeSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill_all()
+
+
+def make_repo(tmp_path: Path, name: str) -> Path:
+    repo = tmp_path / name
+    init_repo(repo)
+    return repo
