@@ -6,6 +6,7 @@
     DIR/blocks/              block store (sharded), owned by qflow_node.store
     DIR/ledger/              ledger indexes (heads per execution), owned by the ledger glue
     DIR/run/peers.json       the running node's membership snapshot (`qflow peers`)
+    DIR/run/api.sock         the running node's control API socket (docs/api.md)
 
 One place names these paths so every part of the node agrees on them.
 """
@@ -58,6 +59,10 @@ class RepoPaths:
     @property
     def peers_snapshot(self) -> Path:
         return self.run / "peers.json"
+
+    @property
+    def api_socket(self) -> Path:
+        return self.run / "api.sock"
 
     def require_initialised(self) -> None:
         if not self.node_key.is_file():

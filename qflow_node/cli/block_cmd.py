@@ -1,12 +1,16 @@
-"""`qflow block put|get|stat`: blocks in the local repo's block store.
+"""`qflow block put|get|stat`: blocks in the local repo's block store;
+`qflow block fetch|fetch-dag`: blocks through the running node (local, else bitswap).
 
 Exit codes: 0 ok; 1 the block asked for is missing or corrupt (a corrupt file is moved to
-`blocks/quarantine/`); 2 usage or I/O error (no repo, invalid CID, unreadable input,
-invalid JSON, oversize block). Errors are one line on stderr.
+`blocks/quarantine/`), or no node is running (fetch); 2 usage or I/O error (no repo,
+invalid CID, unreadable input, invalid JSON, oversize block, the node failed). Errors
+are one line on stderr.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import sys
 from pathlib import Path
@@ -14,15 +18,34 @@ from typing import Any, Final
 
 import click
 
+from qflow_node.api.client import call
+from qflow_node.api.errors import (
+    STORE_ERROR,
+    UNAVAILABLE,
+    ApiError,
+    NodeNotRunning,
+    SocketPathTooLongError,
+)
 from qflow_node.cli.errors import (
     EXIT_CHECK_FAILED,
+    EXIT_USAGE,
     cid_argument,
     fail,
     open_block_store,
 )
 from qflow_node.cli.options import repo_option
-from qflow_node.codec import CID, Block, UnencodableError, dag_block, raw_block
+from qflow_node.codec import (
+    CID,
+    Block,
+    CodecError,
+    UnencodableError,
+    dag_block,
+    raw_block,
+    verify_block,
+)
 from qflow_node.codec.dagjson import DagJsonError, parse_dag_json
+from qflow_node.fsio import atomic_write
+from qflow_node.repo import RepoPaths
 from qflow_node.store import (
     BlockNotFoundError,
     CorruptBlockError,
@@ -33,6 +56,12 @@ from qflow_node.store import (
 # JSON spends up to 4/3 bytes per byte (base64) plus syntax and whitespace; anything
 # longer than this cannot plausibly encode to a block within the limit.
 _JSON_INPUT_FACTOR: Final = 8
+# How long `block fetch` waits for the node: its own fetch deadline (--within, else the
+# node's default of 30 s) plus room for the node to answer.
+_FETCH_WAIT_DEFAULT: Final = 120.0
+_FETCH_WAIT_GRACE: Final = 30.0
+# API error codes that mean "the block is missing or bad" (exit 1), not "the call failed".
+_MISSING_CODES: Final = frozenset({UNAVAILABLE, STORE_ERROR})
 
 
 def _read_input(source: str, limit: int) -> bytes:
@@ -50,9 +79,12 @@ def _read_input(source: str, limit: int) -> bytes:
     return data
 
 
-@click.group("block", epilog="Exit codes: 0 ok, 1 block missing or corrupt, 2 usage or I/O error.")
+@click.group(
+    "block",
+    epilog="Exit codes: 0 ok, 1 block missing or corrupt or no node running, 2 usage or I/O error.",
+)
 def block_group() -> None:
-    """Store and read IPFS blocks (CIDv1, sha2-256) in the local block store."""
+    """Store and read IPFS blocks (CIDv1, sha2-256): the local store, or via the node."""
 
 
 @block_group.command("put")
@@ -127,6 +159,100 @@ def stat_command(repo: Path, as_json: bool, cid: str) -> None:
     else:
         for name, value in fields.items():
             click.echo(f"{name:<6}{value}")
+
+
+_within_option = click.option(
+    "--within",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Give up on blocks peers have not delivered within SECONDS "
+    "(default: the node's fetch timeout, 30 s).",
+)
+
+
+@block_group.command("fetch")
+@repo_option
+@_within_option
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Write the bytes to FILE (atomically: all or nothing) instead of stdout.",
+)
+@click.argument("cid", metavar="CID")
+def fetch_command(repo: Path, within: float | None, out: Path | None, cid: str) -> None:
+    """Get a block through the running node: its store, else peers over bitswap.
+
+    Writes the block's bytes, checked against CID, to stdout or FILE. Needs `qflow node
+    run` on the same repo.
+    """
+    key = cid_argument(cid)
+    wait = _FETCH_WAIT_DEFAULT if within is None else within + _FETCH_WAIT_GRACE
+    result = call_node(repo, "block.get", _fetch_params(key, within), timeout=wait)
+    data = _block_bytes(key, result)
+    if out is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    try:
+        atomic_write(out, data)
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror or exc}")
+
+
+@block_group.command("fetch-dag")
+@repo_option
+@_within_option
+@click.argument("cid", metavar="CID")
+def fetch_dag_command(repo: Path, within: float | None, cid: str) -> None:
+    """Make every block reachable from CID local, through the running node.
+
+    Prints one JSON line: {"cid", "blocks", "fetched", "fetched_bytes", "local"}.
+    --within bounds each level of the DAG; the command waits for the whole walk
+    (Ctrl-C to stop waiting).
+    """
+    key = cid_argument(cid)
+    result = call_node(repo, "dag.fetch", _fetch_params(key, within), timeout=None)
+    summary = {"cid": key.encode(), **result}
+    click.echo(json.dumps(summary, separators=(",", ":")))
+
+
+def call_node(
+    repo: Path, method: str, params: dict[str, Any], *, timeout: float | None
+) -> dict[str, Any]:
+    """Call the running node's control API, or exit: 1 if no node runs or the block is
+    missing or bad, 2 for anything else (bad request, node failure, timeout)."""
+    root = repo.expanduser().absolute()
+    try:
+        return call(RepoPaths(root).api_socket, method, params, timeout=timeout, repo=root)
+    except NodeNotRunning as exc:
+        fail(str(exc), EXIT_CHECK_FAILED)
+    except ApiError as exc:
+        fail(exc.message, EXIT_CHECK_FAILED if exc.code in _MISSING_CODES else EXIT_USAGE)
+    except SocketPathTooLongError as exc:
+        fail(str(exc))
+
+
+def _fetch_params(cid: CID, within: float | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"cid": cid.encode()}
+    if within is not None:
+        params["within"] = within
+    return params
+
+
+def _block_bytes(cid: CID, result: dict[str, Any]) -> bytes:
+    """The bytes in a `block.get` result, checked against `cid`: trust the node, verify."""
+    try:
+        data = base64.b64decode(result["data_b64"], validate=True)
+    except (KeyError, TypeError, binascii.Error):
+        fail("the node's block.get result has no valid data_b64")
+    try:
+        verify_block(cid, data)
+    except CodecError as exc:
+        fail(f"the node returned bad bytes for {cid.encode()}: {exc}", EXIT_CHECK_FAILED)
+    return data
 
 
 def _load(store: FileBlockStore, cid: CID) -> bytes:

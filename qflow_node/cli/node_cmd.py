@@ -7,11 +7,14 @@ failed: libp2p (cannot listen, pubsub not running); 1 an unexpected crash.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Final
 
 import click
 import trio
 
+from qflow_node.cli.block_cmd import call_node
 from qflow_node.cli.errors import EXIT_USAGE, fail
 from qflow_node.cli.options import repo_option
 from qflow_node.identity import SigningKey
@@ -139,3 +142,21 @@ def _json_logging(ctx: click.Context) -> None:
     explicit = source is not None and source != click.core.ParameterSource.DEFAULT
     level = str(root.params.get("log_level", "INFO")) if explicit else "INFO"
     configure_logging("json", level=level)
+
+
+_STATUS_TIMEOUT: Final = 10.0
+
+
+@node_group.command("status")
+@repo_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
+def status_command(repo: Path, as_json: bool) -> None:
+    """Ask the node running on the repo how it is (over its control API)."""
+    status = call_node(repo, "node.status", {}, timeout=_STATUS_TIMEOUT)
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+        return
+    width = max((len(name) for name in status), default=0) + 2
+    for name, value in status.items():
+        shown = value if isinstance(value, str) else json.dumps(value)
+        click.echo(f"{name:<{width}}{shown}")

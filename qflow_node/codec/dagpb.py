@@ -12,12 +12,20 @@ only, strict about the protobuf wire format and the two schemas:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
 from qflow_node.codec.block import CodecError
 from qflow_node.codec.cid import CID
+from qflow_node.codec.protobuf import (
+    LEN,
+    VARINT,
+    Field,
+    ProtoError,
+    fields,
+    put_varint,
+    read_varint,
+)
 
 DAG_PB: Final = 0x70
 _SHA2_256: Final = 0x12
@@ -25,8 +33,6 @@ _DIGEST_LEN: Final = 32
 _V0_MULTIHASH: Final = bytes([_SHA2_256, _DIGEST_LEN])
 UNIXFS_RAW: Final = 0
 UNIXFS_FILE: Final = 2
-_VARINT: Final = 0
-_BYTES: Final = 2
 
 
 class DagPbError(CodecError):
@@ -63,10 +69,10 @@ def link_cid(raw: bytes) -> CID:
     """
     if len(raw) == 2 + _DIGEST_LEN and raw[:2] == _V0_MULTIHASH:
         return CID(bytes([0x01, DAG_PB]) + raw)
-    version, pos = read_varint(raw, 0)
-    codec, pos = read_varint(raw, pos)
-    hash_code, pos = read_varint(raw, pos)
-    length, pos = read_varint(raw, pos)
+    version, pos = _varint(raw, 0)
+    codec, pos = _varint(raw, pos)
+    hash_code, pos = _varint(raw, pos)
+    length, pos = _varint(raw, pos)
     if version != 1 or hash_code != _SHA2_256 or length != _DIGEST_LEN:
         raise DagPbError("only CIDv0/CIDv1 with a sha2-256 multihash are supported")
     if len(raw) - pos != _DIGEST_LEN:
@@ -76,66 +82,38 @@ def link_cid(raw: bytes) -> CID:
 
 def cid_with_codec(codec: int, digest: bytes) -> CID:
     """CIDv1 with a sha2-256 `digest` under any codec, canonically encoded."""
-    return CID(b"\x01" + _put_varint(codec) + _V0_MULTIHASH + digest)
-
-
-def _put_varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low = value & 0x7F
-        value >>= 7
-        if not value:
-            out.append(low)
-            return bytes(out)
-        out.append(low | 0x80)
+    return CID(b"\x01" + put_varint(codec) + _V0_MULTIHASH + digest)
 
 
 def is_v0(raw: bytes) -> bool:
     return len(raw) == 2 + _DIGEST_LEN and raw[:2] == _V0_MULTIHASH
 
 
-def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    """An unsigned LEB128 varint at `pos`: (value, position after it)."""
-    value = 0
-    for shift in range(0, 70, 7):
-        if pos >= len(buf):
-            raise DagPbError("truncated varint")
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            if value >= 1 << 64:
-                raise DagPbError("varint exceeds 64 bits")
-            return value, pos
-    raise DagPbError("varint longer than 10 bytes")
-
-
-def _fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
-    """(field number, wire type, value) for each field; only varint and bytes exist here."""
-    pos = 0
-    while pos < len(buf):
-        key, pos = read_varint(buf, pos)
-        number, wire_type = key >> 3, key & 7
-        if wire_type == _VARINT:
-            value, pos = read_varint(buf, pos)
-            yield number, wire_type, value
-        elif wire_type == _BYTES:
-            length, pos = read_varint(buf, pos)
-            if pos + length > len(buf):
-                raise DagPbError(f"field {number} runs past the end of the node")
-            yield number, wire_type, buf[pos : pos + length]
-            pos += length
-        else:
+def _fields(buf: bytes) -> list[Field]:
+    try:
+        found = fields(buf)
+    except ProtoError as exc:
+        raise DagPbError(str(exc)) from None
+    for number, wire_type, _ in found:
+        if wire_type not in (VARINT, LEN):
             raise DagPbError(f"field {number} has wire type {wire_type}; dag-pb uses 0 and 2")
+    return found
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    try:
+        return read_varint(buf, pos)
+    except ProtoError as exc:
+        raise DagPbError(str(exc)) from None
 
 
 def decode_node(buf: bytes) -> PbNode:
     data: bytes | None = None
     links: list[PbLink] = []
     for number, wire_type, value in _fields(buf):
-        if number == 1 and wire_type == _BYTES and isinstance(value, bytes):
+        if number == 1 and wire_type == LEN and isinstance(value, bytes):
             data = value
-        elif number == 2 and wire_type == _BYTES and isinstance(value, bytes):
+        elif number == 2 and wire_type == LEN and isinstance(value, bytes):
             links.append(_decode_link(value))
         else:
             raise DagPbError(f"unexpected field {number} (wire type {wire_type}) in a PBNode")
@@ -147,14 +125,14 @@ def _decode_link(buf: bytes) -> PbLink:
     name: str | None = None
     tsize: int | None = None
     for number, wire_type, value in _fields(buf):
-        if number == 1 and wire_type == _BYTES and isinstance(value, bytes):
+        if number == 1 and wire_type == LEN and isinstance(value, bytes):
             hash_ = value
-        elif number == 2 and wire_type == _BYTES and isinstance(value, bytes):
+        elif number == 2 and wire_type == LEN and isinstance(value, bytes):
             try:
                 name = value.decode()
             except UnicodeDecodeError:
                 raise DagPbError("a PBLink name is not UTF-8") from None
-        elif number == 3 and wire_type == _VARINT and isinstance(value, int):
+        elif number == 3 and wire_type == VARINT and isinstance(value, int):
             tsize = value
         else:
             raise DagPbError(f"unexpected field {number} (wire type {wire_type}) in a PBLink")
@@ -180,7 +158,7 @@ def decode_unixfs(buf: bytes) -> UnixFsData:
         elif number == 4 and isinstance(value, bytes):  # packed repeated
             pos = 0
             while pos < len(value):
-                size, pos = read_varint(value, pos)
+                size, pos = _varint(value, pos)
                 blocksizes.append(size)
         # other fields (hashType, fanout, mode, mtime) do not matter for file bytes
     if kind is None:

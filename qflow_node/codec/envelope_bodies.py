@@ -20,6 +20,8 @@ MAX_U32: Final = (1 << 32) - 1
 MAX_U63: Final = (1 << 63) - 1
 MAX_STEP_LEN: Final = 256
 MAX_SUBNETS: Final = 16
+MAX_ADDRS: Final = 8
+MAX_ADDR_LEN: Final = 256
 MAX_HEADS: Final = 1024
 MAX_INLINE_BLOCKS: Final = 8
 MAX_LEASE_MS: Final = 600_000
@@ -38,6 +40,10 @@ DidKey = Annotated[str, msgspec.Meta(min_length=9, max_length=64, pattern="^did:
 Subnet = Annotated[str, msgspec.Meta(pattern=SUBNET_PATTERN)]
 Step = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STEP_LEN)]
 Label = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+# A listen multiaddr without the /p2p/ part (the heartbeat's node is the peer id).
+ListenAddr = Annotated[
+    str, msgspec.Meta(min_length=3, max_length=MAX_ADDR_LEN, pattern=r"^(/[A-Za-z0-9.:_-]+)+\Z")
+]
 U32 = Annotated[int, msgspec.Meta(ge=0, le=MAX_U32)]
 U63 = Annotated[int, msgspec.Meta(ge=0, le=MAX_U63)]
 Signature = Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
@@ -63,10 +69,15 @@ class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     node: PeerId  # must equal the envelope's `from`
     subnets: Annotated[tuple[Subnet, ...], msgspec.Meta(min_length=1, max_length=MAX_SUBNETS)]
     manifest: Manifest
+    # Where the node listens, so peers that only hear of it over gossip can dial it
+    # (bitswap asks connected peers only). Optional: a node may keep them private.
+    addrs: Annotated[tuple[ListenAddr, ...], msgspec.Meta(max_length=MAX_ADDRS)] = ()
 
     def __post_init__(self) -> None:
         if any(a >= b for a, b in itertools.pairwise(self.subnets)):
             raise ValueError("subnets must be sorted with no duplicates")
+        if any("/p2p/" in addr for addr in self.addrs):
+            raise ValueError("addrs must not contain /p2p/ (the node id is `node`)")
 
 
 class InlineBlock(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -46,10 +46,11 @@ class Heartbeat:
     seq: int
     subnets: frozenset[str]
     manifest: Manifest
+    addrs: tuple[str, ...] = ()  # listen multiaddrs, without /p2p/
 
     @classmethod
     def from_body(cls, body: HeartbeatBody, seq: int) -> Heartbeat:
-        return cls(body.node, seq, frozenset(body.subnets), body.manifest)
+        return cls(body.node, seq, frozenset(body.subnets), body.manifest, body.addrs)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from libp2p import new_host
 from libp2p.abc import IHost
@@ -80,3 +81,17 @@ def listening_on(host: IHost, wanted: Sequence[Multiaddr]) -> tuple[list[Multiad
     listeners = getattr(host.get_network(), "listeners", {})
     failed = [str(addr) for addr in wanted if str(addr) not in listeners]
     return list(host.get_addrs()), failed
+
+
+_UNSPECIFIED: Final = ("/ip4/0.0.0.0/", "/ip6/::/")
+
+
+def advertised_addrs(host: IHost) -> list[str]:
+    """The host's listen addresses as peers should dial them: without `/p2p/<id>`, and
+    without wildcard binds (0.0.0.0, ::), which name no reachable interface."""
+    found = []
+    for addr in host.get_addrs():
+        text = str(addr).split("/p2p/", 1)[0]
+        if not text.startswith(_UNSPECIFIED):
+            found.append(text)
+    return found

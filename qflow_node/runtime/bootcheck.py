@@ -40,9 +40,11 @@ from qflow_node.store.service import BlockService
 
 EXIT_BOOT_IPFS: Final = 3
 EXIT_BOOT_LIBP2P: Final = 4
+EXIT_BOOT_REPO: Final = 5
 IPFS_PROBE_TIMEOUT: Final = 10.0
 
-Part = Literal["ipfs", "libp2p"]
+Part = Literal["ipfs", "libp2p", "repo"]
+_EXIT_CODES: Final = {"ipfs": EXIT_BOOT_IPFS, "libp2p": EXIT_BOOT_LIBP2P, "repo": EXIT_BOOT_REPO}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +63,7 @@ class BootCheckFailed(Exception):
         super().__init__(f"boot check failed: {part} {name}: {message}")
         self.part = part
         self.name = name
-        self.exit_code = EXIT_BOOT_IPFS if part == "ipfs" else EXIT_BOOT_LIBP2P
+        self.exit_code = _EXIT_CODES[part]
 
 
 def open_block_store(paths: RepoPaths, config: NodeConfig) -> FileBlockStore | KuboRpcBlockStore:

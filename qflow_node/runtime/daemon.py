@@ -17,23 +17,29 @@ Lifecycle:
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import trio
+from libp2p.abc import IHost
 
+from qflow_node.api.errors import SocketPathTooLongError
+from qflow_node.api.methods import node_methods
+from qflow_node.api.server import ApiSocketInUseError, Handler, serve_api
 from qflow_node.identity import SigningKey
 from qflow_node.ledger_store import LedgerStore
 from qflow_node.log import bind, get_logger
-from qflow_node.net.bitswap import open_bitswap
+from qflow_node.net.bitswap import Bitswap, open_bitswap
 from qflow_node.net.bootstrap import maintain_bootstrap
 from qflow_node.net.events import ConnectionLog
 from qflow_node.net.gossip import Gossip, GossipMessage, Validator, open_gossip
-from qflow_node.net.host import build_host
+from qflow_node.net.host import advertised_addrs, build_host
+from qflow_node.net.peering import Peering, PeeringSettings
 from qflow_node.net.topics import TOPIC_KINDS, TopicKind, topic
 from qflow_node.repo import RepoPaths
 from qflow_node.runtime.bootcheck import (
+    BootCheckFailed,
     Probe,
     boot_failure,
     check_bitswap,
@@ -44,7 +50,7 @@ from qflow_node.runtime.bootcheck import (
 from qflow_node.runtime.config import NodeConfig
 from qflow_node.runtime.heads_service import HeadsService
 from qflow_node.runtime.membership_service import MembershipService, membership_config
-from qflow_node.runtime.validation import envelope_validator
+from qflow_node.runtime.validation import Rejections
 from qflow_node.store.service import BlockService
 
 
@@ -58,12 +64,13 @@ class Wiring:
     """What later services plug into the daemon.
 
     `validator_for(subnet, kind)`: the check every message on that topic must pass
-    before it is delivered or forwarded (default: it opens as a signed wire envelope).
+    before it is delivered or forwarded (default: it opens as a signed wire envelope,
+    refusals counted by the daemon's `Rejections` and logged as `envelope.rejected`).
     The `nodes` topics are the membership service's: its validator, its consumer.
     `required_protocols`: stream protocols the boot check insists on (e.g. bitswap).
     """
 
-    validator_for: Callable[[str, TopicKind], Validator] = envelope_validator
+    validator_for: Callable[[str, TopicKind], Validator] | None = None
     required_protocols: Sequence[str] = ()
 
 
@@ -139,12 +146,21 @@ async def _run(
         trio.open_nursery() as services,
     ):
         blocks.exchange = bitswap
+        peering = Peering(
+            host,
+            PeeringSettings(
+                max_connections=config.limits.max_connections // 2,
+                dial_timeout=config.limits.dial_timeout,
+            ),
+        )
         membership = MembershipService(
             key,
             gossip,
             config.subnets,
             membership_config(config.heartbeat_interval),
             snapshot=paths.peers_snapshot,
+            advertise=lambda: advertised_addrs(host),
+            on_heard=peering.hint,
         )
         heads = HeadsService(
             key,
@@ -154,9 +170,17 @@ async def _run(
             subnets=config.subnets,
             settings=config.ledger_sync,
         )
+        rejections = Rejections()
+        parts = _Parts(key, host, config, bitswap, gossip, membership, heads, rejections)
         with stop.boot_phase() as phase:
+            await _serve_api(services, paths, node_methods(blocks, status=parts.status))
             await _join_subnets(
-                gossip, config.subnets, wiring, services, membership=membership, heads=heads
+                gossip,
+                config.subnets,
+                wiring.validator_for or rejections.validator,
+                services,
+                membership=membership,
+                heads=heads,
             )
             probes.append(check_bitswap(host))
             probes += check_libp2p(host, gossip, config.listen, wiring.required_protocols)
@@ -172,7 +196,9 @@ async def _run(
             checks=[_describe(p) for p in probes],
         )
         services.start_soon(membership.run)
+        services.start_soon(peering.run)
         services.start_soon(heads.run)
+        services.start_soon(_report_rejections, rejections)
         services.start_soon(
             lambda: maintain_bootstrap(
                 host, config.bootstrap, dial_timeout=config.limits.dial_timeout
@@ -185,10 +211,49 @@ async def _run(
         # Leaving the blocks closes pubsub, then the host (connections, listeners).
 
 
+async def _serve_api(
+    services: trio.Nursery, paths: RepoPaths, methods: Mapping[str, Handler]
+) -> None:
+    # The control socket doubles as the repo's lock: a second node on the same repo
+    # finds it answered and refuses to start, before it writes anything.
+    try:
+        await services.start(serve_api, paths.api_socket, methods)
+    except (ApiSocketInUseError, SocketPathTooLongError, OSError) as exc:
+        raise BootCheckFailed("repo", "control socket", str(exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    """The running node's services, for `qflow node status`."""
+
+    key: SigningKey
+    host: IHost
+    config: NodeConfig
+    bitswap: Bitswap
+    gossip: Gossip
+    membership: MembershipService
+    heads: HeadsService
+    rejections: Rejections
+
+    def status(self) -> dict[str, Any]:
+        refused = dict(self.rejections.counts)
+        refused.update({f"nodes/{r}": n for r, n in self.membership.rejected.items()})
+        return {
+            "peer_id": self.key.peer_id,
+            "listen": [str(a) for a in self.host.get_addrs()],
+            "subnets": list(self.config.subnets),
+            "connections": len(self.host.get_network().connections),
+            "bitswap": asdict(self.bitswap.stats),
+            "gossip": asdict(self.gossip.stats),
+            "envelopes_rejected": dict(sorted(refused.items())),
+            "ledger_sync": {"merges": self.heads.merges, "rejected": self.heads.rejected},
+        }
+
+
 async def _join_subnets(
     gossip: Gossip,
     subnets: Sequence[str],
-    wiring: Wiring,
+    validator_for: Callable[[str, TopicKind], Validator],
     services: trio.Nursery,
     *,
     membership: MembershipService,
@@ -201,7 +266,7 @@ async def _join_subnets(
                 heartbeats = await gossip.subscribe(name, membership.validator(subnet))
                 services.start_soon(membership.consume, subnet, heartbeats)
                 continue
-            messages = await gossip.subscribe(name, wiring.validator_for(subnet, kind))
+            messages = await gossip.subscribe(name, validator_for(subnet, kind))
             if kind == "exec":
                 services.start_soon(heads.consume, subnet, messages)
             else:
@@ -216,6 +281,15 @@ async def _consume(name: str, messages: trio.MemoryReceiveChannel[GossipMessage]
             _log().debug(
                 "gossip.message", topic=name, origin=message.origin, size=len(message.data)
             )
+
+
+async def _report_rejections(rejections: Rejections) -> None:
+    # Hostile traffic is counted per message but logged once a second at most.
+    while True:
+        await trio.sleep(1)
+        counts = rejections.changed()
+        if counts is not None:
+            _log().warning("envelope.rejected", counts=counts)
 
 
 async def _watch_signals(signals: AsyncIterator[int], stop: _Stop) -> None:

@@ -26,7 +26,7 @@ import msgspec
 import trio
 
 from qflow_node import __version__
-from qflow_node.codec.envelope_bodies import LOAD_SCALE, Manifest
+from qflow_node.codec.envelope_bodies import LOAD_SCALE, MAX_ADDRS, Manifest
 from qflow_node.codec.envelope_bodies import Heartbeat as HeartbeatBody
 from qflow_node.core.envelopes import Rejected, Verified, open_envelope, seal_envelope
 from qflow_node.core.membership import (
@@ -103,6 +103,9 @@ class MembershipService:
         subnets: Sequence[str],
         config: MembershipConfig,
         snapshot: Path | None = None,
+        *,
+        advertise: Callable[[], Sequence[str]] = tuple,
+        on_heard: Callable[[str, Sequence[str]], None] | None = None,
     ) -> None:
         self.key = key
         self.gossip = gossip
@@ -117,6 +120,8 @@ class MembershipService:
         self._changed = trio.Event()
         self._seq = time.time_ns() // 1000
         self._logged_rejected: dict[str, int] = {}
+        self._advertise = advertise  # our listen addrs for heartbeats
+        self._on_heard = on_heard  # (node, its addrs) for every heartbeat heard
 
     # --- receiving -------------------------------------------------------------------
 
@@ -154,6 +159,8 @@ class MembershipService:
         body = verified.body
         if not isinstance(body, HeartbeatBody) or body.node == self.key.peer_id:
             return
+        if self._on_heard is not None:
+            self._on_heard(body.node, body.addrs)
         before = self.view
         self.view = observe(self.view, Heartbeat.from_body(body, verified.seq), self.now_ms())
         if self.view is not before:
@@ -220,7 +227,10 @@ class MembershipService:
 
     async def publish_once(self) -> None:
         self._seq += 1
-        body = HeartbeatBody(node=self.key.peer_id, subnets=self.subnets, manifest=local_manifest())
+        addrs = tuple(self._advertise())[:MAX_ADDRS]
+        body = HeartbeatBody(
+            node=self.key.peer_id, subnets=self.subnets, manifest=local_manifest(), addrs=addrs
+        )
         for subnet in self.subnets:
             data = seal_envelope(self.key, subnet=subnet, seq=self._seq, body=body)
             await self.gossip.publish(topic(subnet, "nodes"), data)
@@ -255,6 +265,7 @@ class MembershipService:
                     "seq": member.heartbeat.seq,
                     "subnets": sorted(member.heartbeat.subnets),
                     "manifest": msgspec.to_builtins(member.heartbeat.manifest),
+                    "addrs": list(member.heartbeat.addrs),
                 }
             )
         snapshot = {

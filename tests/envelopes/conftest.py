@@ -56,6 +56,7 @@ def make_bodies() -> dict[str, Body]:
                 free_work_tokens=3,
                 version="0.1.0",
             ),
+            addrs=("/ip4/192.0.2.7/tcp/4001", "/ip6/2001:db8::7/tcp/4001"),
         ),
         "submission": Submission(
             exec=submission.cid,

@@ -136,8 +136,13 @@ async def test_a_want_that_could_not_be_served_is_served_when_the_block_arrives(
 
 
 async def send_raw(sender: Node, to: Node, message: bytes) -> None:
+    await send_frame(sender, to, encode_uvarint(len(message)) + message)
+
+
+async def send_frame(sender: Node, to: Node, frame: bytes) -> None:
+    """Bytes on a fresh bitswap stream, framed or not: what a hostile peer can send."""
     stream = await sender.host.new_stream(to.host.get_id(), [TProtocol(PROTOCOL_V120)])
-    await stream.write(encode_uvarint(len(message)) + message)
+    await stream.write(frame)
 
 
 async def test_hostile_messages_are_dropped_and_counted_and_the_node_keeps_serving(
@@ -150,15 +155,13 @@ async def test_hostile_messages_are_dropped_and_counted_and_the_node_keeps_servi
         # Garbage that is not protobuf, then a length prefix far over the limit.
         frames = (encode_uvarint(5) + b"\xff\xff\xff\xff\xff", encode_uvarint(64 << 20))
         for count, frame in enumerate(frames, 1):
-            stream = await b.host.new_stream(a.host.get_id(), [TProtocol(PROTOCOL_V120)])
-            await stream.write(frame)
+            await send_frame(b, a, frame)
             with trio.fail_after(TIMEOUT):
                 await a.bitswap.wait_for(partial(malformed, count))
         # A block nobody asked for (correctly hashed) is dropped, not stored.
         unsolicited = raw_block(b"unsolicited")
-        stream = await b.host.new_stream(a.host.get_id(), [TProtocol(PROTOCOL_V120)])
         message = Outgoing(blocks=[(unsolicited.cid.cid_bytes[:4], unsolicited.data)]).encode()
-        await stream.write(encode_uvarint(len(message)) + message)
+        await send_raw(b, a, message)
         with trio.fail_after(TIMEOUT):
             await a.bitswap.wait_for(lambda stats: stats.unwanted_blocks == 1)
         assert not a.store.has(unsolicited.cid)

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import trio
 from libp2p.abc import IHost
+from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.pubsub.pb import rpc_pb2
 from multiaddr import Multiaddr
 
 from qflow_node.identity import SigningKey
@@ -126,6 +129,120 @@ async def test_publishing_above_the_rate_limit_waits_instead_of_dropping() -> No
             got = {(await at_b.receive()).data for _ in range(count)}
         assert got == {b"ok %d" % i for i in range(count)}
         assert trio.current_time() - started >= 1.0  # it did wait
+
+
+async def test_a_burst_arrives_whole_and_the_counters_say_so() -> None:
+    # 2000 messages published back to back: `publish` waits while py-libp2p's 32-slot
+    # outbound queue to b is half full instead of letting it drop, and b delivers into
+    # its own buffer rather than py-libp2p's 32-slot subscription queue.
+    count = 2000
+    settings = GossipSettings(max_messages_per_second=0)
+    async with running_node(settings) as a, running_node(settings) as b:
+        at_b = await b.gossip.subscribe(TOPIC, accept)
+        at_a = await a.gossip.subscribe(TOPIC, accept)
+        await connect(a, b)
+        with trio.fail_after(60):
+            await wait_meshed(a, b)
+            for i in range(count):
+                await a.gossip.publish(TOPIC, b"ok %d" % i)
+            got = [(await at_b.receive()).data for _ in range(count)]
+        assert sorted(got) == sorted(b"ok %d" % i for i in range(count))
+        own = [at_a.receive_nowait().data for _ in range(count)]  # a delivers its own too
+        assert len(set(own)) == count
+        sender, receiver = a.gossip.stats, b.gossip.stats
+        assert sender.published == count
+        assert sender.delivered == count
+        assert receiver.delivered == count
+        assert receiver.published == 0
+        assert sender.publish_wait_timeouts == 0
+        for stats in (sender, receiver):
+            assert stats.outbound_dropped_rpcs == 0
+            assert stats.outbound_dropped_messages == 0
+            assert stats.subscription_dropped == 0
+            assert stats.buffer_dropped == 0
+            assert stats.dropped == 0
+        assert a.gossip.dropped == b.gossip.dropped == 0
+
+
+async def test_a_full_subscription_buffer_drops_and_counts() -> None:
+    settings = GossipSettings(max_messages_per_second=0, subscription_buffer=5)
+    async with running_node(settings) as a, running_node(settings) as b:
+        at_b = await b.gossip.subscribe(TOPIC, accept)
+        await a.gossip.subscribe(TOPIC, accept)
+        await connect(a, b)
+        with trio.fail_after(TIMEOUT):
+            await wait_meshed(a, b)
+            for i in range(8):
+                await a.gossip.publish(TOPIC, b"ok %d" % i)
+            # Counters signal nothing; poll them.
+            while b.gossip.stats.delivered + b.gossip.stats.buffer_dropped < 8:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        assert b.gossip.stats.delivered == 5  # nobody read: the buffer holds 5
+        assert b.gossip.stats.buffer_dropped == b.gossip.dropped == 3
+        assert b.gossip.stats.dropped == 3
+        # py-libp2p validates each message in its own task: arrival order may differ.
+        kept = {at_b.receive_nowait().data for _ in range(5)}
+        assert kept < {b"ok %d" % i for i in range(8)}
+        assert len(kept) == 5
+
+
+async def test_outbound_queue_drops_are_counted() -> None:
+    # A message py-libp2p's outbound queue refuses (full) is counted, not lost silently.
+    async with running_node() as a, running_node() as b:
+        await b.gossip.subscribe(TOPIC, accept)
+        await a.gossip.subscribe(TOPIC, accept)
+        await connect(a, b)
+        with trio.fail_after(TIMEOUT):
+            await wait_meshed(a, b)
+        queue = a.gossip.pubsub.peer_queues[b.host.get_id()]
+        rpc = rpc_pb2.RPC(publish=[rpc_pb2.Message(data=b"ok", topicIDs=[TOPIC])])
+        # Fill the queue without a checkpoint, so the sending loop cannot drain it.
+        while queue.push(rpc_pb2.RPC()):
+            pass
+        a.gossip.router.send_rpc(b.host.get_id(), rpc)
+        assert a.gossip.stats.outbound_dropped_rpcs == 1
+        assert a.gossip.stats.outbound_dropped_messages == 1
+        assert a.gossip.stats.dropped == 1
+
+
+async def test_no_idontwant_for_small_messages() -> None:
+    # go-libp2p sends IDONTWANT only for messages of 1 KiB and more, and never for its
+    # own; py-libp2p would send one per message, each its own RPC.
+    async with AsyncExitStack() as stack:
+        a, b, c = [await stack.enter_async_context(running_node()) for _ in range(3)]
+        await a.gossip.subscribe(TOPIC, accept)
+        at_b = await b.gossip.subscribe(TOPIC, accept)
+        at_c = await c.gossip.subscribe(TOPIC, accept)
+        await connect(a, b)
+        await connect(b, c)
+        sent: list[tuple[str, int]] = []
+        for node in (a, b, c):
+            router = node.gossip.router
+            original = router.emit_idontwant
+
+            async def spy(
+                msg_ids: list[bytes],
+                to_peer: ID,
+                _original: Any = original,
+                _name: str = node.key.peer_id,
+            ) -> None:
+                sent.append((_name, len(msg_ids)))
+                await _original(msg_ids, to_peer)
+
+            router.emit_idontwant = spy  # type: ignore[method-assign]
+        with trio.fail_after(TIMEOUT):
+            await wait_meshed(a, b)
+            await wait_meshed(b, c)
+            await a.gossip.publish(TOPIC, b"ok small")
+            assert (await at_c.receive()).data == b"ok small"
+            assert sent == []
+            big = b"ok " + b"x" * 2048
+            await a.gossip.publish(TOPIC, big)
+            assert (await at_b.receive()).data == b"ok small"
+            assert (await at_b.receive()).data == big
+            assert (await at_c.receive()).data == big
+        # Only b and c, which received the big one from a peer, said they have it.
+        assert {name for name, _count in sent} == {b.key.peer_id, c.key.peer_id}
 
 
 async def test_oversized_messages_are_refused_before_sending() -> None:

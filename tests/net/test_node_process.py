@@ -184,3 +184,24 @@ def test_peers_lists_the_other_node_alive_then_suspect_after_it_stops(
     a.wait_for("peer.suspect", peer=peer_b, timeout=STOP_TIMEOUT)
     _wait_peer_state(repos[0], peer_b, {"suspect", "dead"}, STOP_TIMEOUT)
     a.wait_for("peer.dead", peer=peer_b, timeout=STOP_TIMEOUT)
+
+
+def test_a_second_node_on_the_same_repo_refuses_to_start(tmp_path: Path, start: Any) -> None:
+    repo = make_repo(tmp_path, "a")
+    first = start("run", "--repo", str(repo), "--listen", LOOPBACK)
+    first.wait_for("ready")
+    second = start("run", "--repo", str(repo), "--listen", LOOPBACK)
+    failed = second.wait_for("boot.failed")
+    assert (failed["part"], failed["exit_code"]) == ("repo", 5)
+    assert second.finish() == 5
+    assert "control socket" in second.output()
+    # The first node is untouched and still answers on its socket.
+    status = subprocess.run(
+        [*QFLOW, "node", "status", "--repo", str(repo), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=BOOT_TIMEOUT,
+        check=False,
+    )
+    assert status.returncode == 0, status.stderr
+    assert json_object(status.stdout) is not None

@@ -24,7 +24,8 @@ from google.protobuf.message import DecodeError
 from libp2p.bitswap.pb.bitswap_pb2 import Message
 
 from qflow_node.codec import CID
-from qflow_node.codec.dagpb import DAG_PB, DagPbError, cid_with_codec, is_v0, link_cid, read_varint
+from qflow_node.codec.dagpb import DAG_PB, DagPbError, cid_with_codec, is_v0, link_cid
+from qflow_node.codec.protobuf import ProtoError, read_varint
 
 PROTOCOL_V120: Final = "/ipfs/bitswap/1.2.0"
 # Newest first: what we offer when we open a stream, and every id we answer on.
@@ -75,7 +76,7 @@ def block_cid(prefix: bytes, data: bytes) -> CID:
         codec, pos = read_varint(prefix, pos)
         hash_code, pos = read_varint(prefix, pos)
         length, pos = read_varint(prefix, pos)
-    except DagPbError as exc:
+    except ProtoError as exc:
         raise WireError(f"bad block prefix: {exc}") from None
     if pos != len(prefix) or hash_code != _SHA2_256 or length != _DIGEST_LEN:
         raise WireError("only blocks with a sha2-256 CID prefix are accepted")
