@@ -22,7 +22,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -184,6 +184,29 @@ class LedgerStore:
         with self._lock:
             self.store.put_many(blocks)
             self._write_heads(exec, heads)
+
+    def commit_next(
+        self,
+        exec: CID,
+        expected: Sequence[CID],
+        build: Callable[[dict[CID, Mapping[str, int]]], tuple[Sequence[Block], Block]],
+    ) -> Block | None:
+        """Write the record `build(parents)` returns (with the blocks it needs) as the
+        only head, if the heads are still `expected`; None (nothing written) if they
+        moved - a merge came in since the caller looked, and it must look again.
+
+        A compare-and-set on the head set: a writer that decided on a state never
+        links records it has not seen, and never appends after a record that settled
+        its work already. `parents` maps each current head to its clock.
+        """
+        with self._lock:
+            current = self.heads(exec)
+            if set(current) != set(expected):
+                return None
+            blocks, record = build({head: self.record(head).clock for head in current})
+            self.store.put_many([*blocks, record])
+            self._write_heads(exec, [record.cid])
+        return record
 
     def merge(
         self, exec: CID, heads: Iterable[CID], *, checker: SignatureChecker | None = None

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "cap": "qflow_node.cli.cap_cmd:cap_group",
     "flow": "qflow_node.cli.flow_cmd:flow_group",
     "run": "qflow_node.cli.run_cmd:run_command",
+    "submit": "qflow_node.cli.submit_cmd:submit_command",
     "node": "qflow_node.cli.node_cmd:node_group",
     "peers": "qflow_node.cli.peers_cmd:peers_command",
 }

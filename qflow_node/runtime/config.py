@@ -20,6 +20,7 @@ from multiaddr import Multiaddr
 from qflow_node.net.gossip import GossipSettings
 from qflow_node.net.host import ConnectionLimits
 from qflow_node.net.topics import TopicError, validate_subnet
+from qflow_node.runtime.exec_service import ExecSettings
 from qflow_node.runtime.heads_service import HeadsSettings
 from qflow_node.store.kubo_rpc import KuboAddressError, api_url
 
@@ -36,6 +37,7 @@ _SCHEMA: Final = {
     "net": {"max_connections", "max_connections_per_peer", "dial_timeout"},
     "membership": {"heartbeat_interval"},
     "ledger": {"announce_interval", "active_window"},
+    "exec": {"delta_ms", "lease_ms", "work_slots"},
     "gossip": {
         "heartbeat_interval",
         "degree",
@@ -63,6 +65,7 @@ class NodeConfig:
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL  # membership heartbeats, seconds
     ipfs_api: str | None = None  # Kubo RPC API multiaddr; None = the repo's FileBlockStore
     ledger_sync: HeadsSettings = field(default_factory=HeadsSettings)  # heads anti-entropy
+    exec: ExecSettings = field(default_factory=ExecSettings)  # claims and leases
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +156,12 @@ def parse_config(
         announce_interval=lg.number("announce_interval", dl.announce_interval, 0.05),
         active_window=lg.number("active_window", dl.active_window, 1.0),
     )
+    ex, de = _Section(data.get("exec", {}), f"{source} [exec]"), ExecSettings()
+    exec_settings = ExecSettings(
+        delta_ms=ex.integer("delta_ms", de.delta_ms, 1),
+        lease_ms=ex.integer("lease_ms", de.lease_ms, 30),
+        work_slots=ex.integer("work_slots", de.work_slots, 1),
+    )
     if overrides.ipfs_api is not None:
         ipfs_api = _ipfs_api(overrides.ipfs_api, "--ipfs-api")
     elif "ipfs_api" in store:
@@ -172,6 +181,7 @@ def parse_config(
         heartbeat_interval=heartbeat_interval,
         ipfs_api=ipfs_api,
         ledger_sync=ledger_sync,
+        exec=exec_settings,
     )
 
 

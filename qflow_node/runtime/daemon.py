@@ -18,15 +18,20 @@ from __future__ import annotations
 
 import signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import trio
 from libp2p.abc import IHost
 
-from qflow_node.api.errors import SocketPathTooLongError
-from qflow_node.api.methods import node_methods
+from qflow_node.api.errors import REJECTED, ApiError, SocketPathTooLongError
+from qflow_node.api.methods import Submit, node_methods
 from qflow_node.api.server import ApiSocketInUseError, Handler, serve_api
+from qflow_node.codec import CID, Block
+from qflow_node.codec.envelope_bodies import Heads
+from qflow_node.core.envelopes import Rejected, open_envelope
+from qflow_node.core.submission import SubmissionError
 from qflow_node.identity import SigningKey
 from qflow_node.ledger_store import LedgerStore
 from qflow_node.log import bind, get_logger
@@ -48,9 +53,12 @@ from qflow_node.runtime.bootcheck import (
     open_block_store,
 )
 from qflow_node.runtime.config import NodeConfig
+from qflow_node.runtime.exec_service import ExecService
 from qflow_node.runtime.heads_service import HeadsService
+from qflow_node.runtime.local import LocalRunner
 from qflow_node.runtime.membership_service import MembershipService, membership_config
 from qflow_node.runtime.validation import Rejections
+from qflow_node.sandbox import Sandbox
 from qflow_node.store.service import BlockService
 
 
@@ -137,14 +145,17 @@ async def _run(
     if phase.cancelled_caught:
         return
     blocks = BlockService(store)
+    ledger = LedgerStore(store, paths)
     host = build_host(key, config.listen, config.limits)
     host.get_network().register_notifee(ConnectionLog())
-    async with (
-        host.run(listen_addrs=list(config.listen)),
-        open_bitswap(host, blocks.local) as bitswap,
-        open_gossip(host, config.gossip) as gossip,
-        trio.open_nursery() as services,
-    ):
+    async with AsyncExitStack() as stack:
+        # Left in reverse: services first, then pubsub, bitswap, the host, the sandbox.
+        sandbox = stack.enter_context(Sandbox(store))
+        runner = stack.enter_context(LocalRunner(store, ledger, sandbox, key))
+        await stack.enter_async_context(host.run(listen_addrs=list(config.listen)))
+        bitswap = await stack.enter_async_context(open_bitswap(host, blocks.local))
+        gossip = await stack.enter_async_context(open_gossip(host, config.gossip))
+        services = await stack.enter_async_context(trio.open_nursery())
         blocks.exchange = bitswap
         peering = Peering(
             host,
@@ -163,24 +174,29 @@ async def _run(
             on_heard=peering.hint,
         )
         heads = HeadsService(
+            key, gossip, blocks, ledger, subnets=config.subnets, settings=config.ledger_sync
+        )
+        execs = ExecService(
             key,
             gossip,
             blocks,
-            LedgerStore(store, paths),
+            ledger,
+            runner=runner,
+            membership=membership,
             subnets=config.subnets,
-            settings=config.ledger_sync,
+            settings=config.exec,
         )
         rejections = Rejections()
-        parts = _Parts(key, host, config, bitswap, gossip, membership, heads, rejections)
+        parts = _Parts(key, host, config, bitswap, gossip, membership, heads, rejections, execs)
         with stop.boot_phase() as phase:
-            await _serve_api(services, paths, node_methods(blocks, status=parts.status))
+            methods = node_methods(blocks, status=parts.status, submit=_submitter(execs))
+            await _serve_api(services, paths, methods)
             await _join_subnets(
                 gossip,
                 config.subnets,
                 wiring.validator_for or rejections.validator,
                 services,
-                membership=membership,
-                heads=heads,
+                Consumers(membership, heads, execs),
             )
             probes.append(check_bitswap(host))
             probes += check_libp2p(host, gossip, config.listen, wiring.required_protocols)
@@ -198,6 +214,7 @@ async def _run(
         services.start_soon(membership.run)
         services.start_soon(peering.run)
         services.start_soon(heads.run)
+        services.start_soon(execs.run)
         services.start_soon(_report_rejections, rejections)
         services.start_soon(
             lambda: maintain_bootstrap(
@@ -208,7 +225,16 @@ async def _run(
         _log().info("shutdown", signal=stop.signal, timeout=config.shutdown_timeout)
         stop.node_scope.deadline = trio.current_time() + config.shutdown_timeout
         services.cancel_scope.cancel()
-        # Leaving the blocks closes pubsub, then the host (connections, listeners).
+
+
+def _submitter(execs: ExecService) -> Submit:
+    async def submit(exec: CID, blocks: list[Block]) -> bool:
+        try:
+            return await execs.submit(exec, blocks)
+        except SubmissionError as exc:
+            raise ApiError(REJECTED, str(exc)) from None
+
+    return submit
 
 
 async def _serve_api(
@@ -234,6 +260,7 @@ class _Parts:
     membership: MembershipService
     heads: HeadsService
     rejections: Rejections
+    execs: ExecService
 
     def status(self) -> dict[str, Any]:
         refused = dict(self.rejections.counts)
@@ -247,7 +274,20 @@ class _Parts:
             "gossip": asdict(self.gossip.stats),
             "envelopes_rejected": dict(sorted(refused.items())),
             "ledger_sync": {"merges": self.heads.merges, "rejected": self.heads.rejected},
+            "executions": {
+                "active": len(self.execs.replicas),
+                "slots_done_here": self.execs.completed_slots,
+            },
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Consumers:
+    """Who reads what arrives on a subnet's topics."""
+
+    membership: MembershipService  # nodes: heartbeats
+    heads: HeadsService  # exec: heads announcements
+    execs: ExecService  # flows: submissions; exec: claims, records
 
 
 async def _join_subnets(
@@ -255,32 +295,37 @@ async def _join_subnets(
     subnets: Sequence[str],
     validator_for: Callable[[str, TopicKind], Validator],
     services: trio.Nursery,
-    *,
-    membership: MembershipService,
-    heads: HeadsService,
+    consumers: Consumers,
 ) -> None:
     for subnet in subnets:
         for kind in TOPIC_KINDS:
             name = topic(subnet, kind)
             if kind == "nodes":  # heartbeats: opened once by the service's validator
+                membership = consumers.membership
                 heartbeats = await gossip.subscribe(name, membership.validator(subnet))
                 services.start_soon(membership.consume, subnet, heartbeats)
                 continue
             messages = await gossip.subscribe(name, validator_for(subnet, kind))
-            if kind == "exec":
-                services.start_soon(heads.consume, subnet, messages)
-            else:
-                services.start_soon(_consume, name, messages)
+            services.start_soon(_dispatch, subnet, kind, messages, consumers)
 
 
-async def _consume(name: str, messages: trio.MemoryReceiveChannel[GossipMessage]) -> None:
-    # No service consumes flows gossip yet; drain so the
-    # buffer never fills, and show what arrives at debug level.
+async def _dispatch(
+    subnet: str,
+    kind: TopicKind,
+    messages: trio.MemoryReceiveChannel[GossipMessage],
+    consumers: Consumers,
+) -> None:
+    # The validator verified each message already; opening again yields the typed body
+    # (one more Ed25519 verify; cheap next to what handling the message costs).
     async with messages:
         async for message in messages:
-            _log().debug(
-                "gossip.message", topic=name, origin=message.origin, size=len(message.data)
-            )
+            opened = open_envelope(message.data, subnet=subnet, channel=kind)
+            if isinstance(opened, Rejected):
+                continue
+            if isinstance(opened.body, Heads):
+                consumers.heads.heard(opened)
+            else:
+                consumers.execs.heard(subnet, opened)
 
 
 async def _report_rejections(rejections: Rejections) -> None:

@@ -27,12 +27,12 @@ import trio
 
 from qflow_node.codec import CID
 from qflow_node.codec.envelope_bodies import Heads
-from qflow_node.core.envelopes import Rejected, open_envelope, seal_envelope
+from qflow_node.core.envelopes import Verified, seal_envelope
 from qflow_node.core.ledger import Reason
 from qflow_node.identity import SigningKey
 from qflow_node.ledger_store import LedgerStore, LedgerStoreError
 from qflow_node.log import get_logger
-from qflow_node.net.gossip import Gossip, GossipMessage
+from qflow_node.net.gossip import Gossip
 from qflow_node.net.topics import topic
 from qflow_node.store import StoreError
 from qflow_node.store.service import BlockService
@@ -81,14 +81,17 @@ class HeadsService:
         self.merges = 0  # ledgers changed by a catch-up (for tests and status)
         self.rejected = 0  # announced ledgers that failed to verify
         self._changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
 
     # -- announcing -------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Announce every interval until cancelled."""
-        while True:
-            await self.announce_once()
-            await trio.sleep(self.settings.announce_interval)
+        """Announce every interval, and catch up on what `heard` starts, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            while True:
+                await self.announce_once()
+                await trio.sleep(self.settings.announce_interval)
 
     async def announce_once(self) -> int:
         """One round; returns how many announcements were published."""
@@ -127,22 +130,17 @@ class HeadsService:
 
     # -- catching up --------------------------------------------------------------------
 
-    async def consume(
-        self, subnet: str, messages: trio.MemoryReceiveChannel[GossipMessage]
-    ) -> None:
-        """Read the `exec` topic of `subnet`; start a catch-up for unknown heads."""
-        async with trio.open_nursery() as nursery, messages:
-            async for message in messages:
-                opened = open_envelope(message.data, subnet=subnet, channel="exec")
-                if isinstance(opened, Rejected) or not isinstance(opened.body, Heads):
-                    continue  # other exec-topic kinds belong to later services
-                body = opened.body
-                if opened.sender == self.key.peer_id or body.exec in self._busy:
-                    continue
-                if set(body.heads) <= self._merged.get(body.exec, set()):
-                    continue
-                self._busy.add(body.exec)
-                nursery.start_soon(self._catch_up, body.exec, body.heads, opened.sender)
+    def heard(self, verified: Verified[Any]) -> None:
+        """A verified `heads` envelope: start a catch-up if it names heads not merged."""
+        body = verified.body
+        if not isinstance(body, Heads) or verified.sender == self.key.peer_id:
+            return
+        if self._nursery is None or body.exec in self._busy:
+            return  # not running yet, or already catching up: the next announcement
+        if set(body.heads) <= self._merged.get(body.exec, set()):
+            return
+        self._busy.add(body.exec)
+        self._nursery.start_soon(self._catch_up, body.exec, body.heads, verified.sender)
 
     async def _catch_up(self, exec: CID, heads: tuple[CID, ...], announcer: str) -> None:
         try:

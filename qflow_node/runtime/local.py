@@ -23,12 +23,12 @@ from typing import Any
 
 import httpx
 
-from qflow_node.codec import CID, Block, decode_dag, raw_block
+from qflow_node.codec import CID, Block, decode_dag
 from qflow_node.core import engine as eng
 from qflow_node.core.engine import events as ev
-from qflow_node.core.engine.records import json_block, submission_blocks
+from qflow_node.core.engine.records import submission_blocks
+from qflow_node.core.engine.writing import action_event, event_blocks
 from qflow_node.core.flow import FlowIR, check_ir
-from qflow_node.core.ledger import new_record
 from qflow_node.identity.keys import SigningKey
 from qflow_node.ledger_store import LedgerStore
 from qflow_node.runtime.executors import StepOutcome, run_http, run_wasm
@@ -135,6 +135,39 @@ class LocalRunner:
             [submission, inputs_block], flow.encode(), inputs, now
         )
 
+    def execute(self, action: eng.RunStep, exec: CID, state: eng.ExecState) -> StepOutcome:
+        """Run one step attempt of `exec` (whose state is `state`) here: a wasm module in
+        the sandbox, an HTTP request, or a sub-flow run to its end on this node. Never
+        raises: an executor bug fails the step, not the node."""
+        kind = action.step["kind"]
+        try:
+            if kind == "run":
+                return run_wasm(
+                    self.sandbox,
+                    action,
+                    exec_id=exec,
+                    vars_update=state.vars_update(),
+                    authority=self.authority,
+                )
+            if kind == "http":
+                return run_http(self.http(), action, exec_id=exec, authority=self.authority)
+            return self._subflow(action)
+        except Exception as exc:  # an executor bug must fail the step, not the node
+            return StepOutcome.failed("internal", f"{type(exc).__name__}: {exc}")
+
+    def _subflow(self, action: eng.RunStep) -> StepOutcome:
+        step = action.step
+        assert step["kind"] == "flow"
+        ir = self.load(step["flow"])
+        try:
+            child = self.run(step["flow"], ir, action.input)
+        except RunError as exc:
+            return StepOutcome.failed("subflow", f"sub-flow {step['flow'].encode()}: {exc}")
+        if child.status != "completed":
+            message = (child.error or {}).get("message", child.status)
+            return StepOutcome.failed("subflow", f"sub-flow {child.exec.encode()}: {message}")
+        return StepOutcome.ok(child.output)
+
     def http(self) -> httpx.Client:
         if self._http is None:
             self._http = new_client()
@@ -203,7 +236,7 @@ class _Execution:
     def _settle(self, action: eng.Action) -> bool:
         now = self.runner.clock()
         if isinstance(action, eng.RunStep):
-            outcome = self._execute(action)
+            outcome = self.runner.execute(action, self.exec, self.state)
             now = self.runner.clock()
             if outcome.error is not None:
                 event = eng.Event(
@@ -220,56 +253,8 @@ class _Execution:
                 delta=outcome.delta,
             )
             return self._push(event, output=outcome.output)
-        if isinstance(action, eng.StartStep):
-            event = eng.Event(ev.STEP_STARTED, action.instance, action.attempt, now)
-        elif isinstance(action, eng.CompleteStep):
-            event = eng.Event(
-                ev.STEP_COMPLETED, action.instance, action.attempt, now, action.output
-            )
-        elif isinstance(action, eng.FailStep):
-            event = eng.Event(ev.STEP_FAILED, action.instance, action.attempt, now, action.error)
-        elif isinstance(action, eng.FireTimer):
-            value = {"due": action.due}
-            event = eng.Event(ev.TIMER_FIRED, action.instance, action.attempt, now, value)
-        elif isinstance(action, eng.CompleteExecution):
-            event = eng.Event(ev.EXEC_COMPLETED, ts=now, value=action.output)
-        else:
-            assert isinstance(action, eng.FailExecution)
-            event = eng.Event(ev.EXEC_FAILED, ts=now, value=action.error)
+        event = action_event(action, now)
         return self._push(event)
-
-    def _execute(self, action: eng.RunStep) -> StepOutcome:
-        runner = self.runner
-        kind = action.step["kind"]
-        try:
-            if kind == "run":
-                return run_wasm(
-                    runner.sandbox,
-                    action,
-                    exec_id=self.exec,
-                    vars_update=self.state.vars_update(),
-                    authority=runner.authority,
-                )
-            if kind == "http":
-                return run_http(
-                    runner.http(), action, exec_id=self.exec, authority=runner.authority
-                )
-            return self._subflow(action)
-        except Exception as exc:  # an executor bug must fail the step, not the node
-            return StepOutcome.failed("internal", f"{type(exc).__name__}: {exc}")
-
-    def _subflow(self, action: eng.RunStep) -> StepOutcome:
-        step = action.step
-        assert step["kind"] == "flow"
-        ir = self.runner.load(step["flow"])
-        try:
-            child = self.runner.run(step["flow"], ir, action.input)
-        except RunError as exc:
-            return StepOutcome.failed("subflow", f"sub-flow {step['flow'].encode()}: {exc}")
-        if child.status != "completed":
-            message = (child.error or {}).get("message", child.status)
-            return StepOutcome.failed("subflow", f"sub-flow {child.exec.encode()}: {message}")
-        return StepOutcome.ok(child.output)
 
     def _answer(self, action: eng.AwaitEvent | eng.AwaitApproval) -> bool:
         inbox = self.runner.inbox
@@ -300,27 +285,15 @@ class _Execution:
             self.rejected.append(result)
             return False
         self.state = result
-        if payload is None:
-            block = raw_block(output) if output is not None else json_block(event.value)
-            self.pending.append(block)
-            payload = block.cid
-        state_cid = None
-        if event.delta:
-            delta = raw_block(event.delta)
-            self.pending.append(delta)
-            state_cid = delta.cid
-        block, record = new_record(
+        blocks, block, record = event_blocks(
             self.exec,
-            event.kind,
+            event,
             parents=self.parents,
-            payload=payload,
             key=self.runner.key,
-            ts=event.ts,
-            step=event.step,
-            attempt=event.attempt,
-            state=state_cid,
-            actor=event.actor,
+            payload=payload,
+            output=output,
         )
+        self.pending += blocks
         self.pending.append(block)
         self.parents = {block.cid: record.clock}
         self.records += 1

@@ -20,11 +20,12 @@ from multiaddr import Multiaddr
 
 from qflow_node.codec import decode_dag, encode_dag
 from qflow_node.codec.block import Block, dag_block
+from qflow_node.core.envelopes import Rejected, open_envelope
 from qflow_node.core.ledger.testing import KEYS, PAYLOAD, SUBMISSION
 from qflow_node.identity import SigningKey
 from qflow_node.ledger_store import LedgerStore
 from qflow_node.net.bitswap import open_bitswap
-from qflow_node.net.gossip import open_gossip
+from qflow_node.net.gossip import GossipMessage, open_gossip
 from qflow_node.net.host import build_host
 from qflow_node.net.topics import topic
 from qflow_node.repo import RepoPaths
@@ -68,9 +69,18 @@ async def running_node(root: Path) -> AsyncIterator[Node]:
         )
         name = topic(SUBNET, "exec")
         messages = await gossip.subscribe(name, envelope_validator(SUBNET, "exec"))
-        nursery.start_soon(heads.consume, SUBNET, messages)
+        nursery.start_soon(heads.run)  # announces every 5 s: the tests announce themselves
+        nursery.start_soon(deliver, heads, messages)
         yield Node(heads, ledger, store, host)
         nursery.cancel_scope.cancel()
+
+
+async def deliver(heads: HeadsService, messages: trio.MemoryReceiveChannel[GossipMessage]) -> None:
+    """What the daemon's dispatcher does for heads envelopes."""
+    async for message in messages:
+        opened = open_envelope(message.data, subnet=SUBNET, channel="exec")
+        assert not isinstance(opened, Rejected)
+        heads.heard(opened)
 
 
 def write_ledger(node: Node, records: int) -> None:

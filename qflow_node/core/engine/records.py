@@ -3,8 +3,10 @@
 docs/protocol.md, "Execution events", is the spec. Every payload is a raw block of
 UTF-8 JSON (a step's output exactly as the step wrote it; everything the engine writes
 in `json_bytes` form), except exec.started, whose payload is the execution's
-submission: a dag-cbor block {format, flow, inputs, submitter, nonce, ts} whose CID is
-the execution id, with `inputs` a link to a raw JSON block.
+submission: a dag-cbor block whose CID is the execution id, with `flow` a link to the
+compiled flow and `inputs` a link to a raw JSON block. Two formats are read: the local,
+unsigned qflow.submission/0 {format, flow, inputs, submitter, nonce, ts} (`qflow run`)
+and the signed qflow.submission/1 (`qflow_node.core.submission`, docs/submission.md).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from qflow_node.codec import (
     Block,
     CodecError,
     cid_codec,
+    cid_for,
     dag_block,
     decode_dag,
     raw_block,
@@ -27,8 +30,10 @@ from qflow_node.codec import (
 from qflow_node.core.engine import events as ev
 from qflow_node.core.engine.events import Event
 from qflow_node.core.ledger import Record
+from qflow_node.core.submission import FORMAT as SIGNED_SUBMISSION_FORMAT
+from qflow_node.core.submission import SubmissionError, verify_submission
 
-SUBMISSION_FORMAT: Final = "qflow.submission/0"  # the local submission, until it is signed
+SUBMISSION_FORMAT: Final = "qflow.submission/0"  # the local, unsigned submission (qflow run)
 
 Fetch = Callable[[CID], bytes]
 
@@ -67,17 +72,25 @@ def submission_blocks(
 
 
 def read_submission(data: bytes) -> dict[str, Any]:
+    """The submission map (v0, or v1 with its signature verified); PayloadError if not."""
     try:
         obj = decode_dag(data)
     except CodecError as exc:
         raise PayloadError(f"submission is not dag-cbor: {exc}") from None
+    if isinstance(obj, dict) and obj.get("format") == SIGNED_SUBMISSION_FORMAT:
+        try:
+            # The CID is computed from the bytes: callers read them by CID from a store.
+            verify_submission(cid_for(data, DAG_CBOR), data)
+        except SubmissionError as exc:
+            raise PayloadError(f"invalid {SIGNED_SUBMISSION_FORMAT} block: {exc}") from None
+        return obj
     if (
         not isinstance(obj, dict)
         or obj.get("format") != SUBMISSION_FORMAT
         or not isinstance(obj.get("flow"), CID)
         or not isinstance(obj.get("inputs"), CID)
     ):
-        raise PayloadError(f"not a {SUBMISSION_FORMAT} block")
+        raise PayloadError(f"not a {SUBMISSION_FORMAT} or {SIGNED_SUBMISSION_FORMAT} block")
     return obj
 
 

@@ -1,0 +1,533 @@
+"""Distributed execution: replicas, claims, leases, records - no coordinator.
+
+Every node of a subnet runs this service (docs/protocol.md, "Distributed execution"):
+
+* **Submissions** arrive on the `flows` topic (or from `qflow submit` through the
+  control API, which also publishes them). A node verifies the signed submission,
+  fetches what the inline blocks do not carry over bitswap, checks the flow compiles
+  and the inputs match its schema, and opens a replica. Duplicates are no-ops: the
+  execution id is the submission's CID.
+* **Claims**: for each slot due in a replica, every node decides with the pure
+  `core.scheduling.decide` - rank 0 (rendezvous over the subnet's live nodes) claims at
+  once, rank k after k·Δ if nobody holds the slot, and the next rank takes over when a
+  holder's lease lapses. The claimer publishes a signed `claim` with a lease, renews it
+  every third of the lease while it works, performs the slot's actions (runs the step
+  in the sandbox, or writes `exec.started` / the end of the execution), commits the
+  record with a compare-and-set on the heads (never appending after a record it has not
+  seen) and publishes it (`record` envelope with the blocks inline when small).
+* **Records** from others are stored, completed over bitswap (`fetch_dag`), merged
+  (verified) and folded into the replica, which ends the slot everywhere.
+
+A node that restarts resumes every unfinished execution it has a ledger of; heads
+announcements (`heads_service`) fill whatever gossip lost. The launcher - the node that
+wrote `exec.started` - has no other role: killing it only lapses the leases it held.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import trio
+
+from qflow_node.codec import CID, Block
+from qflow_node.codec.envelope_bodies import Claim as ClaimBody
+from qflow_node.codec.envelope_bodies import InlineBlock, RecordAnnouncement
+from qflow_node.codec.envelope_bodies import Submission as SubmissionBody
+from qflow_node.core import engine as eng
+from qflow_node.core.engine import events as ev
+from qflow_node.core.engine.writing import action_event, event_blocks
+from qflow_node.core.envelopes import Verified, seal_envelope
+from qflow_node.core.membership import PeerState, Requirement, eligible, states
+from qflow_node.core.scheduling import (
+    START,
+    Claim,
+    ClaimBook,
+    ClaimNow,
+    Hold,
+    Leave,
+    Slot,
+    WaitUntil,
+    decide,
+    delta_for,
+    ranking,
+)
+from qflow_node.core.submission import Submission, SubmissionError, verify_submission
+from qflow_node.identity import SigningKey
+from qflow_node.ledger_store import LedgerStore
+from qflow_node.log import get_logger
+from qflow_node.net.gossip import Gossip
+from qflow_node.net.topics import TopicKind, topic
+from qflow_node.runtime.executors import StepOutcome
+from qflow_node.runtime.local import LocalRunner
+from qflow_node.runtime.membership_service import MembershipService
+from qflow_node.runtime.replica import (
+    Replica,
+    ReplicaError,
+    due,
+    open_replica,
+    refresh,
+    started_event,
+)
+from qflow_node.store import StoreError
+from qflow_node.store.service import BlockService
+
+MAX_INLINE: Final = 8  # blocks per envelope (the wire's limit)
+MAX_INLINE_BYTES: Final = 512 << 10  # inline only what keeps envelopes well under 1 MiB
+_IDLE_LOOK_MS: Final = 1_000  # re-decide at least this often, whatever happens
+_INGEST_AT_ONCE: Final = 16  # records/submissions fetched and merged concurrently
+
+
+def _log() -> Any:
+    return get_logger("qflow.exec")
+
+
+def mono_ms() -> int:
+    return int(trio.current_time() * 1000)
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ExecSettings:
+    delta_ms: int = 250  # Δ of the normal lane: the wait per rank before taking a turn
+    lease_ms: int = 3_000  # a claim's lease; renewed every third of it while working
+    work_slots: int = 4  # slots this node works on at once
+    fetch_within: float = 10.0  # seconds to fetch the blocks of a submission or record
+
+    def __post_init__(self) -> None:
+        if self.delta_ms < 1 or self.lease_ms < 30 or self.work_slots < 1:
+            raise ValueError("exec delta_ms >= 1, lease_ms >= 30 and work_slots >= 1")
+
+
+class ExecService:
+    def __init__(
+        self,
+        key: SigningKey,
+        gossip: Gossip,
+        blocks: BlockService,
+        ledger: LedgerStore,
+        *,
+        runner: LocalRunner,
+        membership: MembershipService,
+        subnets: Sequence[str],
+        settings: ExecSettings | None = None,
+    ) -> None:
+        self.key = key
+        self.me = key.peer_id
+        self.gossip = gossip
+        self.blocks = blocks
+        self.ledger = ledger
+        self.runner = runner
+        self.membership = membership
+        self.subnets = frozenset(subnets)
+        self.settings = settings or ExecSettings()
+        self.replicas: dict[CID, Replica] = {}
+        self.book = ClaimBook()
+        self._working: set[Slot] = set()
+        self._slots = trio.CapacityLimiter(self.settings.work_slots)
+        self._ingesting = trio.CapacityLimiter(_INGEST_AT_ONCE)
+        self._seq = time.time_ns() // 1000  # grows across restarts, like heartbeats
+        self._wake = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self.completed_slots = 0  # slots this node committed (status, tests)
+
+    # -- entry points --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Resume unfinished executions, then schedule until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await trio.to_thread.run_sync(self._resume)
+            while True:
+                wake_at = self._schedule()
+                with trio.move_on_at(wake_at / 1000):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+
+    def poke(self) -> None:
+        """Something changed (a record, a claim, a member): decide again now."""
+        self._wake.set()
+
+    async def submit(self, exec: CID, blocks: Sequence[Block]) -> bool:
+        """A submission from this node's API: store, check, open, publish. True if new."""
+        await trio.to_thread.run_sync(self.blocks.store.put_many, list(blocks))
+        submission = self._verified_submission(exec)
+        new = exec not in self.replicas
+        await self._open(submission)
+        inline = _inline(blocks)
+        body = SubmissionBody(exec=exec, blocks=inline)
+        await self._publish(submission.subnet, "flows", body)
+        return new
+
+    def heard(self, subnet: str, verified: Verified[Any]) -> None:
+        """A verified envelope from the `flows` or `exec` topic of `subnet`. Claims are
+        noted at once; records and submissions are fetched and merged in the background
+        (a slow sender must not hold up the topic)."""
+        body = verified.body
+        if verified.sender == self.me:
+            return
+        if isinstance(body, ClaimBody):
+            self._heard_claim(body, verified)
+        elif self._nursery is None:
+            return  # not running yet: heads announcements bring it later
+        elif isinstance(body, RecordAnnouncement):
+            self._nursery.start_soon(self._ingest, self._heard_record(body, verified.sender))
+        elif isinstance(body, SubmissionBody):
+            self._nursery.start_soon(
+                self._ingest, self._heard_submission(subnet, body, verified.sender)
+            )
+
+    async def _ingest(self, work: Coroutine[Any, Any, None]) -> None:
+        async with self._ingesting:
+            await work
+
+    # -- submissions and records from peers ------------------------------------------------
+
+    async def _heard_submission(self, subnet: str, body: SubmissionBody, sender: str) -> None:
+        if body.exec in self.replicas:
+            return
+        log = _log().bind(exec=body.exec.encode(), sender=sender)
+        try:
+            await self._store_inline(body.blocks)
+            await self.blocks.fetch_dag(
+                [body.exec], peers=[sender], within=self.settings.fetch_within
+            )
+            submission = self._verified_submission(body.exec)
+        except (StoreError, SubmissionError) as exc:
+            log.info("submission.refused", error=str(exc))
+            return
+        if submission.subnet != subnet:
+            log.info(
+                "submission.refused", error=f"for subnet {submission.subnet}, heard on {subnet}"
+            )
+            return
+        await self._open(submission)
+
+    async def _heard_record(self, body: RecordAnnouncement, sender: str) -> None:
+        try:
+            await self._store_inline(body.blocks)
+            await self.blocks.fetch_dag(
+                [body.record], peers=[sender], within=self.settings.fetch_within
+            )
+            record = await trio.to_thread.run_sync(self.ledger.record, body.record)
+        except Exception as exc:  # unreachable sender, bad blocks: heads sync catches up
+            _log().info("record.fetch_failed", record=body.record.encode(), error=str(exc))
+            return
+        report = await trio.to_thread.run_sync(self.ledger.merge, record.exec, [body.record])
+        if not report.ok:
+            assert report.failure is not None
+            _log().warning(
+                "record.refused",
+                record=body.record.encode(),
+                reason=report.failure.reason,
+                error=report.failure.message,
+            )
+            return
+        if record.exec not in self.replicas:
+            await self._open_from_ledger(record.exec)
+        self._refresh(record.exec)
+
+    def _heard_claim(self, body: ClaimBody, verified: Verified[Any]) -> None:
+        slot = Slot(body.exec, body.step, body.attempt)
+        lease_until = mono_ms() + body.lease_ms
+        if self.book.observe(Claim(slot, verified.sender, body.rank, lease_until, verified.seq)):
+            self.poke()
+
+    async def _store_inline(self, blocks: Sequence[InlineBlock]) -> None:
+        if blocks:
+            await trio.to_thread.run_sync(
+                self.blocks.store.put_many, [Block(b.cid, b.data) for b in blocks]
+            )
+
+    # -- replicas -----------------------------------------------------------------------------
+
+    def _verified_submission(self, exec: CID) -> Submission:
+        try:
+            data = self.blocks.store.get(exec)
+        except StoreError as exc:
+            raise SubmissionError("missing", f"submission {exec.encode()}: {exc}") from None
+        return verify_submission(exec, data)
+
+    async def _open(self, submission: Submission) -> None:
+        if submission.cid in self.replicas:
+            return
+        if submission.subnet not in self.subnets:
+            raise SubmissionError(
+                "wrong_subnet", f"subnet {submission.subnet!r} is not one of this node's"
+            )
+        try:
+            replica = await trio.to_thread.run_sync(open_replica, self.ledger, submission)
+        except ReplicaError as exc:
+            raise SubmissionError("unusable", str(exc)) from None
+        if not replica.started:
+            rejected = eng.apply(replica.state, started_event(replica, wall_ms()))
+            if isinstance(rejected, eng.Rejection):
+                raise SubmissionError("bad_inputs", rejected.reason)
+        self.replicas[submission.cid] = replica
+        _log().info("exec.opened", exec=submission.cid.encode(), records=replica.records)
+        self.poke()
+
+    async def _open_from_ledger(self, exec: CID) -> None:
+        try:
+            await self._open(self._verified_submission(exec))
+        except SubmissionError as exc:
+            _log().info("exec.not_opened", exec=exec.encode(), error=str(exc))
+
+    def _resume(self) -> None:
+        for exec in self.ledger.executions():
+            try:
+                submission = self._verified_submission(exec)
+            except SubmissionError:
+                continue  # a local run (unsigned submission) or foreign: not ours to drive
+            if submission.subnet not in self.subnets:
+                continue
+            try:
+                replica = open_replica(self.ledger, submission)
+            except ReplicaError as exc:
+                _log().warning("exec.not_resumed", exec=exec.encode(), error=str(exc))
+                continue
+            if not replica.finished:
+                self.replicas[exec] = replica
+                _log().info("exec.resumed", exec=exec.encode(), records=replica.records)
+
+    def _refresh(self, exec: CID) -> None:
+        replica = self.replicas.get(exec)
+        if replica is None:
+            return
+        try:
+            changed = refresh(replica, self.ledger)
+        except ReplicaError as exc:
+            _log().warning("exec.refresh_failed", exec=exec.encode(), error=str(exc))
+            return
+        if changed:
+            if replica.finished:
+                _log().info("exec.finished", exec=exec.encode(), status=replica.state.status)
+            self.poke()
+
+    # -- scheduling ---------------------------------------------------------------------------
+
+    def _schedule(self) -> int:
+        """Decide every due slot; start the ones to claim. The next monotonic ms to look."""
+        now = mono_ms()
+        wall = wall_ms()
+        look_at = now + _IDLE_LOOK_MS
+        live, members = self._membership(now)
+        for exec, replica in list(self.replicas.items()):
+            if replica.finished:
+                del self.replicas[exec]
+                self.book.forget(exec)
+                continue
+            work = due(replica, wall)
+            if work.wake_at is not None:
+                look_at = min(look_at, now + max(0, work.wake_at - wall))
+            for slot in list(replica.opened_ms):
+                if slot not in work.slots:
+                    del replica.opened_ms[slot]
+                    self.book.done(slot)
+            for slot, actions in work.slots.items():
+                opened = replica.opened_ms.setdefault(slot, now)
+                if slot in self._working:
+                    continue
+                nodes = [self.me, *members.get(replica.subnet, ())]
+                decision = decide(
+                    slot,
+                    self.me,
+                    ranking(slot, nodes),
+                    self.book,
+                    opened_at_ms=opened,
+                    now_ms=now,
+                    delta_ms=delta_for(replica.priority, self.settings.delta_ms),
+                    live=live,
+                )
+                if isinstance(decision, ClaimNow):
+                    self._start(replica, slot, actions, decision.rank)
+                elif isinstance(decision, WaitUntil):
+                    look_at = min(look_at, decision.at_ms)
+                elif isinstance(decision, Leave) and decision.recheck_at_ms is not None:
+                    look_at = min(look_at, decision.recheck_at_ms)
+                elif isinstance(decision, Hold):
+                    pass  # our renewal task keeps the lease
+        return look_at
+
+    def _membership(self, now: int) -> tuple[frozenset[str], dict[str, tuple[str, ...]]]:
+        view = self.membership.view
+        alive = frozenset(n for n, s in states(view, now).items() if s is PeerState.ALIVE)
+        members = {
+            subnet: eligible(
+                view, Requirement(subnet, needs_work_token=False, include_suspect=True), now
+            )
+            for subnet in self.subnets
+        }
+        return alive, members
+
+    def _start(
+        self, replica: Replica, slot: Slot, actions: tuple[eng.Action, ...], rank: int
+    ) -> None:
+        assert self._nursery is not None
+        self._working.add(slot)
+        self._nursery.start_soon(self._work, replica, slot, actions, rank)
+
+    # -- doing the work -----------------------------------------------------------------------
+
+    async def _work(
+        self, replica: Replica, slot: Slot, actions: tuple[eng.Action, ...], rank: int
+    ) -> None:
+        log = _log().bind(exec=slot.exec.encode(), slot=slot.name, attempt=slot.attempt)
+        try:
+            async with self._slots, trio.open_nursery() as lease:
+                await self._claim(replica.subnet, slot, rank)
+                lease.start_soon(self._renew, replica.subnet, slot, rank)
+                written = await self._perform(replica, slot, actions)
+                lease.cancel_scope.cancel()
+            if written:
+                self.completed_slots += 1
+                log.info("slot.done", rank=rank, records=written)
+        except Exception as exc:  # a bug must not take the node down; the lease lapses
+            log.exception("slot.error", error=repr(exc))
+        finally:
+            self._working.discard(slot)
+            self.poke()
+
+    async def _claim(self, subnet: str, slot: Slot, rank: int) -> None:
+        body = ClaimBody(
+            exec=slot.exec,
+            step=slot.name,
+            attempt=slot.attempt,
+            lease_ms=self.settings.lease_ms,
+            rank=rank,
+        )
+        seq = await self._publish(subnet, "exec", body)
+        self.book.observe(Claim(slot, self.me, rank, mono_ms() + self.settings.lease_ms, seq))
+
+    async def _renew(self, subnet: str, slot: Slot, rank: int) -> None:
+        while True:
+            await trio.sleep(self.settings.lease_ms / 3000)
+            await self._claim(subnet, slot, rank)
+
+    async def _perform(self, replica: Replica, slot: Slot, actions: tuple[eng.Action, ...]) -> int:
+        """Do the slot's work and commit its records; how many were written."""
+        written = 0
+        if slot.name == START:
+            return await self._commit(
+                replica, lambda: started_event(replica, wall_ms()), payload=replica.exec
+            )
+        for action in actions:
+            if isinstance(action, eng.RunStep):
+                outcome = await trio.to_thread.run_sync(
+                    self.runner.execute, action, replica.exec, replica.state
+                )
+                written += await self._commit_outcome(replica, action, outcome)
+            else:
+                written += await self._commit(replica, lambda a=action: action_event(a, wall_ms()))
+        return written
+
+    async def _commit_outcome(
+        self, replica: Replica, action: eng.RunStep, outcome: StepOutcome
+    ) -> int:
+        if outcome.error is not None:
+            error = outcome.error
+            return await self._commit(
+                replica,
+                lambda: eng.Event(
+                    ev.STEP_FAILED, action.instance, action.attempt, wall_ms(), error
+                ),
+            )
+        return await self._commit(
+            replica,
+            lambda: eng.Event(
+                ev.STEP_COMPLETED,
+                action.instance,
+                action.attempt,
+                wall_ms(),
+                outcome.value,
+                delta=outcome.delta,
+            ),
+            output=outcome.output,
+        )
+
+    async def _commit(
+        self,
+        replica: Replica,
+        make_event: Any,
+        *,
+        payload: CID | None = None,
+        output: bytes | None = None,
+    ) -> int:
+        """Append the event's record unless the replica moved on; 1 if written."""
+        while True:
+            await trio.to_thread.run_sync(refresh, replica, self.ledger)
+            event = make_event()
+            applied = eng.apply(replica.state, event)
+            if isinstance(applied, eng.Rejection):
+                # Someone settled this slot first (or it is no longer valid): drop ours.
+                _log().info(
+                    "slot.superseded",
+                    exec=replica.exec.encode(),
+                    event=event.kind,
+                    reason=applied.reason,
+                )
+                return 0
+            writer = _RecordWriter(replica.exec, event, self.key, payload, output)
+            record = await trio.to_thread.run_sync(
+                self.ledger.commit_next, replica.exec, replica.heads, writer.build
+            )
+            if record is None:
+                continue  # a merge moved the heads: look again
+            self._refresh(replica.exec)
+            await self._announce(replica.subnet, record, writer.blocks)
+            return 1
+
+    async def _announce(self, subnet: str, record: Block, blocks: Sequence[Block]) -> None:
+        inline = _inline([record, *[b for b in blocks if b.cid != record.cid]])
+        await self._publish(subnet, "exec", RecordAnnouncement(record=record.cid, blocks=inline))
+
+    async def _publish(self, subnet: str, kind: TopicKind, body: Any) -> int:
+        self._seq += 1
+        data = seal_envelope(self.key, subnet=subnet, seq=self._seq, body=body)
+        await self.gossip.publish(topic(subnet, kind), data)
+        return self._seq
+
+
+@dataclass
+class _RecordWriter:
+    """Builds one event's record on the parents `commit_next` finds, keeping the blocks."""
+
+    exec: CID
+    event: eng.Event
+    key: SigningKey
+    payload: CID | None
+    output: bytes | None
+    blocks: list[Block] = field(default_factory=list)
+
+    def build(self, parents: dict[CID, Mapping[str, int]]) -> tuple[Sequence[Block], Block]:
+        blocks, record, _ = event_blocks(
+            self.exec,
+            self.event,
+            parents=parents,
+            key=self.key,
+            payload=self.payload,
+            output=self.output,
+        )
+        self.blocks = [*blocks, record]
+        return blocks, record
+
+
+def _inline(blocks: Sequence[Block]) -> tuple[InlineBlock, ...]:
+    """The first blocks that fit an envelope; the rest are fetched over bitswap."""
+    chosen: list[InlineBlock] = []
+    size = 0
+    seen: set[CID] = set()
+    for block in blocks:
+        if len(chosen) == MAX_INLINE or block.cid in seen:
+            continue
+        if size + len(block.data) > MAX_INLINE_BYTES:
+            continue
+        seen.add(block.cid)
+        size += len(block.data)
+        chosen.append(InlineBlock(block.cid, block.data))
+    return tuple(chosen)
