@@ -381,6 +381,7 @@ class ExecService:
         try:
             async with self._slots, trio.open_nursery() as lease:
                 await self._claim(replica.subnet, slot, rank)
+                log.info("slot.claimed", rank=rank)
                 lease.start_soon(self._renew, replica.subnet, slot, rank)
                 written = await self._perform(replica, slot, actions)
                 lease.cancel_scope.cancel()

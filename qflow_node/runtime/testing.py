@@ -13,6 +13,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -27,7 +29,9 @@ STOP_TIMEOUT: Final = 15.0
 
 
 class NodeProcess:
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], changed: threading.Condition | None = None) -> None:
+        """`changed`: a condition shared by several processes, notified on every line
+        any of them logs (NodeSet shares one, so callers can wait on all at once)."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [*NODE_CMD, *args],
@@ -38,7 +42,7 @@ class NodeProcess:
             env=env,
         )
         self.events: list[dict[str, Any]] = []  # every JSON log event, in order
-        self._changed = threading.Condition()
+        self._changed = changed if changed is not None else threading.Condition()
         self.stderr: list[str] = []
         self.stdout: list[str] = []
         self._readers = [
@@ -97,6 +101,15 @@ class NodeProcess:
             reader.join(timeout=5)
 
 
+def event_time(event: dict[str, Any]) -> float:
+    """A log event's wall-clock time (epoch seconds), from its ISO `timestamp`."""
+    stamp = str(event.get("timestamp", "")).replace("Z", "+00:00")
+    try:
+        return datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return 0.0
+
+
 def json_object(line: str) -> dict[str, Any] | None:
     try:
         event = json.loads(line)
@@ -110,11 +123,35 @@ class NodeSet:
 
     def __init__(self) -> None:
         self.started: list[NodeProcess] = []
+        self.changed = threading.Condition()  # notified by every line of every process
 
     def __call__(self, *args: str) -> NodeProcess:
-        node = NodeProcess(list(args))
+        node = NodeProcess(list(args), self.changed)
         self.started.append(node)
         return node
+
+    def wait_any(
+        self,
+        match: Callable[[NodeProcess, dict[str, Any]], bool],
+        timeout: float,
+        since: float = 0.0,
+    ) -> tuple[NodeProcess, dict[str, Any]]:
+        """The first (process, event) `match` accepts, among events any process logged
+        (or logs within `timeout` s); with `since`, only events after that many seconds
+        of the epoch (their `timestamp`)."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                for process in self.started:
+                    for event in process.events:
+                        if since and event_time(event) <= since:
+                            continue
+                        if match(process, event):
+                            return process, event
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"no matching event within {timeout}s")
+                self.changed.wait(timeout=min(remaining, 0.5))
 
     def kill_all(self) -> None:
         for node in self.started:
