@@ -29,6 +29,11 @@ COMMANDS: dict[str, str] = {
     "submit": "qflow_node.cli.submit_cmd:submit_command",
     "node": "qflow_node.cli.node_cmd:node_group",
     "peers": "qflow_node.cli.peers_cmd:peers_command",
+    "pause": "qflow_node.cli.control_cmd:pause_command",
+    "resume": "qflow_node.cli.control_cmd:resume_command",
+    "abort": "qflow_node.cli.control_cmd:abort_command",
+    "approve": "qflow_node.cli.control_cmd:approve_command",
+    "deny": "qflow_node.cli.control_cmd:deny_command",
 }
 
 

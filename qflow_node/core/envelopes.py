@@ -126,6 +126,11 @@ def _check_signed(sender: str, body: Body) -> Rejected | None:
     return None
 
 
+def check_control(control: Control) -> Rejected | None:
+    """Whether a control's actor signature verifies (as `open_envelope` checks it)."""
+    return _check_signed("", control)
+
+
 def control_message(control: Control) -> bytes:
     """What the actor signs: domain + dag-cbor of the control body without `sig`."""
     unsigned = body_obj(control)

@@ -17,6 +17,7 @@ from typing import Any, Final
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
+from qflow_node.identity.keys import IdentityError, public_key_from_did
 from qflow_node.net.gossip import GossipSettings
 from qflow_node.net.host import ConnectionLimits
 from qflow_node.net.topics import TopicError, validate_subnet
@@ -37,7 +38,7 @@ _SCHEMA: Final = {
     "net": {"max_connections", "max_connections_per_peer", "dial_timeout"},
     "membership": {"heartbeat_interval"},
     "ledger": {"announce_interval", "active_window"},
-    "exec": {"delta_ms", "lease_ms", "work_slots"},
+    "exec": {"delta_ms", "lease_ms", "work_slots", "admins"},
     "gossip": {
         "heartbeat_interval",
         "degree",
@@ -161,6 +162,7 @@ def parse_config(
         delta_ms=ex.integer("delta_ms", de.delta_ms, 1),
         lease_ms=ex.integer("lease_ms", de.lease_ms, 30),
         work_slots=ex.integer("work_slots", de.work_slots, 1),
+        admins=_admins(data.get("exec", {}).get("admins", []), where("exec", "admins")),
     )
     if overrides.ipfs_api is not None:
         ipfs_api = _ipfs_api(overrides.ipfs_api, "--ipfs-api")
@@ -183,6 +185,17 @@ def parse_config(
         ledger_sync=ledger_sync,
         exec=exec_settings,
     )
+
+
+def _admins(value: object, place: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{place}: must be a list of did:key strings")
+    for did in value:
+        try:
+            public_key_from_did(did)
+        except IdentityError as exc:
+            raise ConfigError(f"{place}: {did!r} is not an Ed25519 did:key: {exc}") from None
+    return tuple(value)
 
 
 def _check_schema(data: dict[str, Any], source: str) -> None:

@@ -25,11 +25,12 @@ from typing import Any
 import trio
 from libp2p.abc import IHost
 
+from qflow_node.api.control_methods import Steer, control_methods
 from qflow_node.api.errors import REJECTED, ApiError, SocketPathTooLongError
 from qflow_node.api.methods import Submit, node_methods
 from qflow_node.api.server import ApiSocketInUseError, Handler, serve_api
 from qflow_node.codec import CID, Block
-from qflow_node.codec.envelope_bodies import Heads
+from qflow_node.codec.envelope_bodies import Control, Heads
 from qflow_node.core.envelopes import Rejected, open_envelope
 from qflow_node.core.submission import SubmissionError
 from qflow_node.identity import SigningKey
@@ -53,7 +54,7 @@ from qflow_node.runtime.bootcheck import (
     open_block_store,
 )
 from qflow_node.runtime.config import NodeConfig
-from qflow_node.runtime.exec_service import ExecService
+from qflow_node.runtime.exec_service import ControlRefused, ExecService
 from qflow_node.runtime.heads_service import HeadsService
 from qflow_node.runtime.local import LocalRunner
 from qflow_node.runtime.membership_service import MembershipService, membership_config
@@ -189,7 +190,10 @@ async def _run(
         rejections = Rejections()
         parts = _Parts(key, host, config, bitswap, gossip, membership, heads, rejections, execs)
         with stop.boot_phase() as phase:
-            methods = node_methods(blocks, status=parts.status, submit=_submitter(execs))
+            methods = {
+                **node_methods(blocks, status=parts.status, submit=_submitter(execs)),
+                **control_methods(_steerer(execs)),
+            }
             await _serve_api(services, paths, methods)
             await _join_subnets(
                 gossip,
@@ -225,6 +229,16 @@ async def _run(
         _log().info("shutdown", signal=stop.signal, timeout=config.shutdown_timeout)
         stop.node_scope.deadline = trio.current_time() + config.shutdown_timeout
         services.cancel_scope.cancel()
+
+
+def _steerer(execs: ExecService) -> Steer:
+    async def steer(control: Control) -> bool:
+        try:
+            return await execs.publish_control(control)
+        except ControlRefused as exc:
+            raise ApiError(REJECTED, str(exc)) from None
+
+    return steer
 
 
 def _submitter(execs: ExecService) -> Submit:

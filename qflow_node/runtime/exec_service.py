@@ -34,9 +34,11 @@ import trio
 
 from qflow_node.codec import CID, Block
 from qflow_node.codec.envelope_bodies import Claim as ClaimBody
+from qflow_node.codec.envelope_bodies import Control as ControlBody
 from qflow_node.codec.envelope_bodies import InlineBlock, RecordAnnouncement
 from qflow_node.codec.envelope_bodies import Submission as SubmissionBody
 from qflow_node.core import engine as eng
+from qflow_node.core.control import control_event, refusal
 from qflow_node.core.engine import events as ev
 from qflow_node.core.engine.writing import action_event, event_blocks
 from qflow_node.core.envelopes import Verified, seal_envelope
@@ -66,10 +68,12 @@ from qflow_node.runtime.membership_service import MembershipService
 from qflow_node.runtime.replica import (
     Replica,
     ReplicaError,
+    control_slot,
     due,
     open_replica,
     refresh,
     started_event,
+    waiting_approvals,
 )
 from qflow_node.store import StoreError
 from qflow_node.store.service import BlockService
@@ -98,10 +102,15 @@ class ExecSettings:
     lease_ms: int = 3_000  # a claim's lease; renewed every third of it while working
     work_slots: int = 4  # slots this node works on at once
     fetch_within: float = 10.0  # seconds to fetch the blocks of a submission or record
+    admins: tuple[str, ...] = ()  # did:keys that may pause/resume/abort/approve anything
 
     def __post_init__(self) -> None:
         if self.delta_ms < 1 or self.lease_ms < 30 or self.work_slots < 1:
             raise ValueError("exec delta_ms >= 1, lease_ms >= 30 and work_slots >= 1")
+
+
+class ControlRefused(Exception):
+    """A control the actor may not give (or for an execution this node does not run)."""
 
 
 class ExecService:
@@ -173,6 +182,11 @@ class ExecService:
             return
         if isinstance(body, ClaimBody):
             self._heard_claim(body, verified)
+        elif isinstance(body, ControlBody):
+            try:
+                self.control(body)
+            except ControlRefused as exc:
+                _log().info("control.refused", exec=body.exec.encode(), error=str(exc))
         elif self._nursery is None:
             return  # not running yet: heads announcements bring it later
         elif isinstance(body, RecordAnnouncement):
@@ -185,6 +199,41 @@ class ExecService:
     async def _ingest(self, work: Coroutine[Any, Any, None]) -> None:
         async with self._ingesting:
             await work
+
+    def control(self, control: ControlBody) -> bool:
+        """An actor's signed control (signature already verified): queue its record if
+        the actor may. True if new. ControlRefused (with the reason) otherwise."""
+        replica = self.replicas.get(control.exec)
+        if replica is None:
+            raise ControlRefused(f"execution {control.exec.encode()} is not active on this node")
+        name = control_slot(control)
+        if name in replica.controls or replica.finished:
+            return False
+        reason = refusal(
+            control,
+            submitter=replica.submission.submitter,
+            waiting=waiting_approvals(replica, wall_ms()),
+            admins=self.settings.admins,
+        )
+        if reason is not None:
+            raise ControlRefused(reason)
+        replica.controls[name] = control
+        _log().info(
+            "control.accepted",
+            exec=control.exec.encode(),
+            action=control.action,
+            actor=control.actor,
+            slot=name,
+        )
+        self.poke()
+        return True
+
+    async def publish_control(self, control: ControlBody) -> bool:
+        """A control from this node's API: check, queue, and gossip it to the subnet."""
+        new = self.control(control)
+        replica = self.replicas[control.exec]
+        await self._publish(replica.subnet, "exec", control)
+        return new
 
     # -- submissions and records from peers ------------------------------------------------
 
@@ -413,6 +462,11 @@ class ExecService:
     async def _perform(self, replica: Replica, slot: Slot, actions: tuple[eng.Action, ...]) -> int:
         """Do the slot's work and commit its records; how many were written."""
         written = 0
+        control = replica.controls.get(slot.name)
+        if control is not None:
+            written = await self._commit(replica, lambda: control_event(control, wall_ms()))
+            replica.controls.pop(slot.name, None)
+            return written
         if slot.name == START:
             return await self._commit(
                 replica, lambda: started_event(replica, wall_ms()), payload=replica.exec

@@ -20,6 +20,7 @@ from qflow_node.sandbox import HTTP_FETCH, Limits, Sandbox, StepState, client_id
 from qflow_node.sandbox.httpcall import HttpResponse, parse_request, send
 
 HTTP_TIMEOUT_S = 30.0
+IDEMPOTENCY_HEADER = "idempotency-key"
 MAX_HTTP_RESPONSE = 4 << 20
 
 
@@ -75,14 +76,26 @@ def run_wasm(
     return StepOutcome.ok(result.output_value(), output=result.output, delta=result.state_delta)
 
 
+def idempotency_key(exec_id: CID, instance: str, attempt: int) -> str:
+    """The same on every node for one attempt, different for each retry."""
+    return f"{exec_id.encode()}/{instance}/{attempt}"
+
+
 def run_http(
     client: httpx.Client, action: RunStep, *, exec_id: CID, authority: LocalAuthority
 ) -> StepOutcome:
     """The request of an http step under its http.fetch capability. The outcome is
-    recorded and never re-executed: HTTP is not deterministic."""
+    recorded and never re-executed: HTTP is not deterministic.
+
+    Unless the flow sets its own, the request carries `Idempotency-Key:
+    <exec>/<step instance>/<attempt>`: if the node running it dies after sending and
+    another node takes the attempt over, the service sees the same key twice and can
+    answer the retry without acting twice (the IETF idempotency-key convention)."""
     step = action.step
     spec = action.input
     headers = {k: v if isinstance(v, str) else json.dumps(v) for k, v in spec["headers"].items()}
+    if not any(name.lower() == IDEMPOTENCY_HEADER for name in headers):
+        headers[IDEMPOTENCY_HEADER] = idempotency_key(exec_id, action.instance, action.attempt)
     body = ""
     if spec["body"] is not None:
         body = json_bytes(spec["body"]).decode()

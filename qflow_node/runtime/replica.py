@@ -9,8 +9,9 @@ rebuild, so the runtime rebuilds it whenever the heads change (records are verif
 
 Slots (`core.scheduling.Slot`): `$start` before `exec.started` exists; then one slot per
 (step instance, attempt) the engine has work for; `$finish` for completing or failing
-the execution. Timers, events and approvals are not claimable work: a `Wake` only says
-when to look again.
+the execution; `$ctl:<signature prefix>` for writing an allowed control (pause, resume,
+abort, approve, deny) as a record. Timers, events and approvals are not claimable work:
+a `Wake` only says when to look again.
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qflow_node.codec import CID, decode_dag
+from qflow_node.codec.envelope_bodies import Control
 from qflow_node.core import engine as eng
+from qflow_node.core.engine.state import TERMINAL
 from qflow_node.core.flow import FlowIR, check_ir
 from qflow_node.core.scheduling import FINISH, START, Priority, Slot
 from qflow_node.core.submission import Submission
 from qflow_node.ledger_store import LedgerStore
 from qflow_node.runtime.replay import ReplayError, replay
 
-TERMINAL = frozenset({"completed", "failed"})
+CONTROL_PREFIX = "$ctl:"
 
 
 class ReplicaError(Exception):
@@ -44,6 +47,8 @@ class Replica:
     heads: tuple[CID, ...] = ()
     records: int = 0
     opened_ms: dict[Slot, int] = field(default_factory=dict)  # first seen due (monotonic)
+    # Allowed controls not yet in the ledger, by slot name (`$ctl:` + signature prefix).
+    controls: dict[str, Control] = field(default_factory=dict)
 
     @property
     def started(self) -> bool:
@@ -77,6 +82,22 @@ def open_replica(ledger: LedgerStore, submission: Submission) -> Replica:
     )
     refresh(replica, ledger)
     return replica
+
+
+def control_slot(control: Control) -> str:
+    """The slot that writes a control's record: one per control (its signature)."""
+    return f"{CONTROL_PREFIX}{control.sig[:8].hex()}"
+
+
+def waiting_approvals(replica: Replica, now_ms: int) -> dict[str, tuple[str, ...]]:
+    """Approval steps waiting now, and their approvers."""
+    if not replica.started:
+        return {}
+    return {
+        action.instance: action.approvers
+        for action in eng.next_actions(replica.state, now_ms)
+        if isinstance(action, eng.AwaitApproval)
+    }
 
 
 def started_event(replica: Replica, now_ms: int) -> eng.Event:
@@ -114,7 +135,9 @@ def due(replica: Replica, now_ms: int) -> Due:
     """The slots due at wall-clock `now_ms`."""
     if not replica.started:
         return Due({Slot(replica.exec, START, 0): ()}, None)
-    slots: dict[Slot, list[eng.Action]] = {}
+    slots: dict[Slot, list[eng.Action]] = {
+        Slot(replica.exec, name, 0): [] for name in replica.controls
+    }
     wake_at: int | None = None
     for action in eng.next_actions(replica.state, now_ms):
         if isinstance(action, eng.Wake):

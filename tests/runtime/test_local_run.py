@@ -411,6 +411,7 @@ def test_http_step_outside_its_capability_is_denied(repo: Path, shop: str, tmp_p
 
 class Travel(JsonHandler):
     calls: ClassVar[list[tuple[str, str]]] = []
+    keys: ClassVar[list[str | None]] = []  # the idempotency-key header of each call
     fail_hotel: ClassVar[bool] = False
     CREATED: ClassVar[dict[str, str]] = {
         "/flights/bookings": "f-1",
@@ -420,6 +421,7 @@ class Travel(JsonHandler):
 
     def _handle(self) -> None:
         type(self).calls.append((self.command, self.path))
+        type(self).keys.append(self.headers.get("idempotency-key"))
         self.rfile.read(int(self.headers.get("content-length", "0")))
         if self.path.startswith("/v1/forecast?city="):
             self._reply(200, {"city": self.path.split("=", 1)[1], "celsius": 21})
@@ -436,6 +438,7 @@ class Travel(JsonHandler):
 @pytest.fixture
 def travel() -> Iterator[str]:
     Travel.calls = []
+    Travel.keys = []
     Travel.fail_hotel = False
     with serving(Travel) as url:
         yield url
@@ -450,6 +453,8 @@ def test_http_example(repo: Path, travel: str) -> None:
     report = run_json(repo, "http.yaml", "--inputs", inputs)
     assert report["output"] == {"city": "Lisbon", "celsius": 21}
     assert Travel.calls == [("GET", "/v1/forecast?city=Lisbon")]
+    # Every attempt carries a key that is the same on any node that runs it.
+    assert Travel.keys == [f"{report['exec']}/weather/1"]
     assert_verifies(repo, report)
 
 
