@@ -38,7 +38,7 @@ _SCHEMA: Final = {
     "net": {"max_connections", "max_connections_per_peer", "dial_timeout"},
     "membership": {"heartbeat_interval"},
     "ledger": {"announce_interval", "active_window"},
-    "exec": {"delta_ms", "lease_ms", "work_slots", "admins"},
+    "exec": {"delta_ms", "lease_ms", "work_slots", "admins", "admission_burst", "admission_per_s"},
     "gossip": {
         "heartbeat_interval",
         "degree",
@@ -162,6 +162,8 @@ def parse_config(
         delta_ms=ex.integer("delta_ms", de.delta_ms, 1),
         lease_ms=ex.integer("lease_ms", de.lease_ms, 30),
         work_slots=ex.integer("work_slots", de.work_slots, 1),
+        admission_burst=ex.integer("admission_burst", de.admission_burst, 1),
+        admission_per_s=ex.number("admission_per_s", de.admission_per_s, 0.001),
         admins=_admins(data.get("exec", {}).get("admins", []), where("exec", "admins")),
     )
     if overrides.ipfs_api is not None:

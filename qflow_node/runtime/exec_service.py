@@ -51,10 +51,12 @@ from qflow_node.core.scheduling import (
     Hold,
     Leave,
     Slot,
+    TokenBucket,
     WaitUntil,
     decide,
     delta_for,
     ranking,
+    reannounce_delay_ms,
 )
 from qflow_node.core.submission import Submission, SubmissionError, verify_submission
 from qflow_node.identity import SigningKey
@@ -82,6 +84,7 @@ MAX_INLINE: Final = 8  # blocks per envelope (the wire's limit)
 MAX_INLINE_BYTES: Final = 512 << 10  # inline only what keeps envelopes well under 1 MiB
 _IDLE_LOOK_MS: Final = 1_000  # re-decide at least this often, whatever happens
 _INGEST_AT_ONCE: Final = 16  # records/submissions fetched and merged concurrently
+DECLINE_TURNS: Final = 8  # a declined slot is looked at again after this many Δ
 
 
 def _log() -> Any:
@@ -103,6 +106,8 @@ class ExecSettings:
     work_slots: int = 4  # slots this node works on at once
     fetch_within: float = 10.0  # seconds to fetch the blocks of a submission or record
     admins: tuple[str, ...] = ()  # did:keys that may pause/resume/abort/approve anything
+    admission_burst: int = 256  # work tokens (slots claimed) at once
+    admission_per_s: float = 1000.0  # tokens refilled per second
 
     def __post_init__(self) -> None:
         if self.delta_ms < 1 or self.lease_ms < 30 or self.work_slots < 1:
@@ -140,6 +145,9 @@ class ExecService:
         self._working: set[Slot] = set()
         self._slots = trio.CapacityLimiter(self.settings.work_slots)
         self._ingesting = trio.CapacityLimiter(_INGEST_AT_ONCE)
+        # Admission: a node takes at most `admission_burst` slots at once, refilled at
+        # `admission_per_s`; past that it declines and the next rank takes the work.
+        self.admission = TokenBucket(self.settings.admission_burst, self.settings.admission_per_s)
         self._seq = time.time_ns() // 1000  # grows across restarts, like heartbeats
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -377,6 +385,8 @@ class ExecService:
             for slot in list(replica.opened_ms):
                 if slot not in work.slots:
                     del replica.opened_ms[slot]
+                    replica.reannounce.pop(slot, None)
+                    replica.declined.pop(slot, None)
                     self.book.done(slot)
             for slot, actions in work.slots.items():
                 opened = replica.opened_ms.setdefault(slot, now)
@@ -394,14 +404,62 @@ class ExecService:
                     live=live,
                 )
                 if isinstance(decision, ClaimNow):
-                    self._start(replica, slot, actions, decision.rank)
+                    if self._admit(replica, slot, now):
+                        self._start(replica, slot, actions, decision.rank)
+                    else:
+                        look_at = min(look_at, replica.declined[slot])
                 elif isinstance(decision, WaitUntil):
-                    look_at = min(look_at, decision.at_ms)
+                    look_at = min(look_at, decision.at_ms, self._reannounce_due(replica, slot, now))
                 elif isinstance(decision, Leave) and decision.recheck_at_ms is not None:
                     look_at = min(look_at, decision.recheck_at_ms)
                 elif isinstance(decision, Hold):
                     pass  # our renewal task keeps the lease
         return look_at
+
+    def _admit(self, replica: Replica, slot: Slot, now: int) -> bool:
+        """Take a work token, or decline the slot for a while: the next rank's turn comes
+        Δ later, and we look again after every rank had its turn."""
+        if now < replica.declined.get(slot, 0):
+            return False
+        if self.admission.take(now):
+            replica.declined.pop(slot, None)
+            return True
+        wait = DECLINE_TURNS * delta_for(replica.priority, self.settings.delta_ms)
+        replica.declined[slot] = now + wait
+        _log().info("slot.declined", exec=slot.exec.encode(), slot=slot.name, retry_in_ms=wait)
+        return False
+
+    def _reannounce_due(self, replica: Replica, slot: Slot, now: int) -> int:
+        """Re-announce the work behind an unclaimed slot with backoff and jitter (a peer
+        that missed the record or submission that made it due hears it again); the next
+        time to do so."""
+        when, round_ = replica.reannounce.get(slot, (0, 0))
+        if when == 0:
+            when = replica.opened_ms[slot] + reannounce_delay_ms(0, self._seed(slot))
+        if now >= when and self._nursery is not None:
+            self._nursery.start_soon(self._reannounce, replica)
+            round_ += 1
+            when = now + reannounce_delay_ms(round_, self._seed(slot))
+        replica.reannounce[slot] = (when, round_)
+        return when
+
+    def _seed(self, slot: Slot) -> bytes:
+        return f"{self.me}\x00{slot.name}\x00{slot.attempt}".encode() + slot.exec.cid_bytes
+
+    async def _reannounce(self, replica: Replica) -> None:
+        try:
+            if replica.started:
+                for head in replica.heads:
+                    block = Block(head, await trio.to_thread.run_sync(self.blocks.store.get, head))
+                    await self._announce(replica.subnet, block, [])
+            else:
+                submission = await trio.to_thread.run_sync(self.blocks.store.get, replica.exec)
+                body = SubmissionBody(
+                    exec=replica.exec, blocks=_inline([Block(replica.exec, submission)])
+                )
+                await self._publish(replica.subnet, "flows", body)
+        except StoreError as exc:
+            _log().info("exec.reannounce_failed", exec=replica.exec.encode(), error=str(exc))
 
     def _membership(self, now: int) -> tuple[frozenset[str], dict[str, tuple[str, ...]]]:
         view = self.membership.view

@@ -49,6 +49,9 @@ class Replica:
     opened_ms: dict[Slot, int] = field(default_factory=dict)  # first seen due (monotonic)
     # Allowed controls not yet in the ledger, by slot name (`$ctl:` + signature prefix).
     controls: dict[str, Control] = field(default_factory=dict)
+    # Unclaimed slots: (next re-announcement, round), monotonic ms; declined until.
+    reannounce: dict[Slot, tuple[int, int]] = field(default_factory=dict)
+    declined: dict[Slot, int] = field(default_factory=dict)
 
     @property
     def started(self) -> bool:
