@@ -13,8 +13,8 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -34,11 +34,11 @@ from qflow_node.runtime.testing import (
 from qflow_node.store import FileBlockStore
 
 ROOT: Final = Path(__file__).resolve().parent.parent
-# Fast failure detection for a loopback cluster: heartbeats every 0.3 s (suspect after
-# 0.9 s), heads announced every 0.5 s, leases of 1.5 s renewed every 0.5 s.
+# Fast failure detection for a loopback cluster: heartbeats every 0.5 s (suspect after
+# 1.5 s), heads announced every 0.5 s, leases of 1.5 s renewed every 0.5 s.
 FAST_CONFIG: Final = """
 [membership]
-heartbeat_interval = 0.3
+heartbeat_interval = 0.5
 
 [ledger]
 announce_interval = 0.5
@@ -67,6 +67,7 @@ class Cluster:
     root: Path
     nodes: list[Node] = field(default_factory=list)
     processes: NodeSet = field(default_factory=NodeSet)
+    subnets: tuple[str, ...] = ()  # `--subnet` of every node (empty: the repo's config)
 
     def node(self, peer_id: str) -> Node:
         return next(n for n in self.nodes if n.peer_id == peer_id)
@@ -77,6 +78,8 @@ class Cluster:
     def start(self, node: Node) -> None:
         """Start (or restart) a node, bootstrapping to the running ones; wait for ready."""
         args = ["run", "--repo", str(node.repo), "--listen", LOOPBACK]
+        for subnet in self.subnets:
+            args += ["--subnet", subnet]
         for other in self.running():
             args += ["--bootstrap", other.addr]
         node.process = self.processes(*args)
@@ -92,9 +95,13 @@ class Cluster:
                 if other is not node:
                     node.process.wait_for("peer.alive", timeout=timeout, peer=other.peer_id)
 
-    def submit(self, via: Node, flow: Path, inputs: dict[str, Any]) -> str:
-        """Submit through `via`'s control API; the execution id."""
-        done = qflow("submit", str(flow), "--repo", str(via.repo), "--inputs", json.dumps(inputs))
+    def submit(
+        self, via: Node, flow: Path, inputs: dict[str, Any], *, subnet: str | None = None
+    ) -> str:
+        """Submit through `via`'s control API (to `subnet`, else the CLI's default); the
+        execution id."""
+        args = ["submit", str(flow), "--repo", str(via.repo), "--inputs", json.dumps(inputs)]
+        done = qflow(*args, *(["--subnet", subnet] if subnet is not None else []))
         if done.returncode != 0:
             raise RuntimeError(f"qflow submit failed ({done.returncode}): {done.stderr}")
         return done.stdout.strip()
@@ -121,9 +128,12 @@ class Cluster:
 
 
 @contextmanager
-def local_cluster(root: Path, size: int, *, config: str = FAST_CONFIG) -> Iterator[Cluster]:
-    """`size` fresh repos under `root`, started one after another, meshed."""
-    cluster = Cluster(root)
+def local_cluster(
+    root: Path, size: int, *, config: str = FAST_CONFIG, subnets: Sequence[str] = ()
+) -> Iterator[Cluster]:
+    """`size` fresh repos under `root`, started one after another (joining `subnets`,
+    else the repos' default), meshed."""
+    cluster = Cluster(root, subnets=tuple(subnets))
     with cluster.processes:
         for i in range(size):
             repo = make_repo(root, f"n{i}")
@@ -149,14 +159,27 @@ class LedgerCheck:
     completions: dict[str, int]  # step instance -> step.completed records
     records: int
     heads: tuple[str, ...]
+    report: str = ""  # what `qflow ledger verify` printed (stdout, then stderr)
 
 
-def check_ledger(repo: Path, exec_id: str) -> LedgerCheck:
-    """Verify a node's ledger of `exec_id` (CLI, full verification) and count what it holds."""
-    verified = qflow("ledger", "verify", "--repo", str(repo), "--exec", exec_id).returncode == 0
+def check_ledger(repo: Path, exec_id: str, *, cli: bool = False) -> LedgerCheck:
+    """Verify a node's ledger of `exec_id` in full (hashes, fields, clocks, signatures,
+    linked blocks) and count what it holds. With `cli`, through `qflow ledger verify
+    --exec` (its output in `report`: what a person would run); otherwise in-process,
+    the same verifier without a process per check. A node with no record of it yet gets
+    an unverified, empty check."""
     paths = RepoPaths(repo)
     ledger = LedgerStore(FileBlockStore(paths.blocks), paths)
     exec = parse_cid(exec_id)
+    if not ledger.heads(exec):
+        return LedgerCheck(False, None, {}, 0, (), f"no records of {exec_id}")
+    if cli:
+        verify = qflow("ledger", "verify", "--repo", str(repo), "--exec", exec_id)
+        verified, report = verify.returncode == 0, (verify.stdout + verify.stderr).strip()
+    else:
+        result = ledger.verify(exec, resolve_links=True)
+        verified = result.ok
+        report = "ok" if result.ok else f"{result.failure}"
     completions: Counter[str] = Counter()
     status = None
     records = 0
@@ -167,4 +190,48 @@ def check_ledger(repo: Path, exec_id: str) -> LedgerCheck:
         if record.kind in ("exec.completed", "exec.failed"):
             status = record.kind.removeprefix("exec.")
     heads = tuple(sorted(h.encode() for h in ledger.heads(exec)))
-    return LedgerCheck(verified, status, dict(completions), records, heads)
+    return LedgerCheck(verified, status, dict(completions), records, heads, report)
+
+
+def converged_ledgers(
+    cluster: Cluster, nodes: Sequence[Node], exec_id: str, timeout: float = BOOT_TIMEOUT
+) -> dict[str, LedgerCheck]:
+    """`check_ledger` of every node once they all hold the same heads of `exec_id`
+    (bounded: the last checks when `timeout` runs out). Between checks it waits for the
+    next `ledger.merged` of the execution on one of them, at most a second (records
+    merged from gossip log nothing)."""
+    processes = {node.process for node in nodes}
+    deadline = time.monotonic() + timeout
+    while True:
+        with cluster.processes.changed:  # the readers append under it
+            seen = {
+                id(event)
+                for process in processes
+                if process is not None
+                for event in process.events
+                if event.get("event") == "ledger.merged"
+            }
+        checks = {node.name: check_ledger(node.repo, exec_id) for node in nodes}
+        remaining = deadline - time.monotonic()
+        if len({c.heads for c in checks.values()}) <= 1 or remaining <= 0:
+            return checks
+        with suppress(AssertionError):  # nothing merged within the second: check again
+            cluster.processes.wait_any(
+                _merged_since(processes, exec_id, seen), timeout=min(remaining, 1.0)
+            )
+
+
+def _merged_since(
+    processes: set[NodeProcess | None], exec_id: str, seen: set[int]
+) -> Callable[[NodeProcess, dict[str, Any]], bool]:
+    """Matches a `ledger.merged` of `exec_id` on one of `processes` not among `seen`."""
+
+    def match(process: NodeProcess, event: dict[str, Any]) -> bool:
+        return (
+            process in processes
+            and event.get("event") == "ledger.merged"
+            and event.get("exec") == exec_id
+            and id(event) not in seen
+        )
+
+    return match

@@ -26,6 +26,7 @@ UNAVAILABLE: Final = "unavailable"
 TOO_LARGE: Final = "too_large"
 STORE_ERROR: Final = "store_error"
 REJECTED: Final = "rejected"  # a submission the node refuses (message: reason: why)
+NOT_FOUND: Final = "not_found"  # an execution this node neither holds nor drives
 # Raised by the client itself: the node did not answer, or not properly.
 TIMEOUT: Final = "timeout"
 CONNECTION_FAILED: Final = "connection_failed"

@@ -22,6 +22,8 @@ from qflow_node.api.errors import (
     UNAVAILABLE,
     ApiError,
 )
+from qflow_node.api.params import cid_param as _cid
+from qflow_node.api.params import expect as _expect
 from qflow_node.api.server import Handler
 from qflow_node.codec import CID, Block, CidError, CodecError, decode_block, parse_cid
 from qflow_node.core.submission import SubmissionError, verify_submission
@@ -148,26 +150,6 @@ def submit_blocks(params: dict[str, Any]) -> list[Block]:
             raise ApiError(BAD_REQUEST, f"{where}: {exc}") from None
         checked.append(Block(cid, data))
     return checked
-
-
-def _expect(params: dict[str, Any], method: str, *names: str) -> None:
-    """Refuse unknown params: a misspelt optional param must not be silently ignored."""
-    unknown = sorted(set(params) - set(names))
-    if unknown:
-        expected = ", ".join(names) if names else "none"
-        raise ApiError(
-            BAD_REQUEST, f"unknown params for {method}: {', '.join(unknown)} (expected: {expected})"
-        )
-
-
-def _cid(params: dict[str, Any]) -> CID:
-    text = params.get("cid")
-    if not isinstance(text, str):
-        raise ApiError(BAD_REQUEST, "params.cid must be a CID string (e.g. bafy…)")
-    try:
-        return parse_cid(text)
-    except CidError as exc:
-        raise ApiError(BAD_REQUEST, f"params.cid: {exc}") from None
 
 
 def _within(params: dict[str, Any]) -> float | None:

@@ -38,7 +38,15 @@ _SCHEMA: Final = {
     "net": {"max_connections", "max_connections_per_peer", "dial_timeout"},
     "membership": {"heartbeat_interval"},
     "ledger": {"announce_interval", "active_window"},
-    "exec": {"delta_ms", "lease_ms", "work_slots", "admins", "admission_burst", "admission_per_s"},
+    "exec": {
+        "delta_ms",
+        "lease_ms",
+        "work_slots",
+        "admins",
+        "admission_burst",
+        "admission_per_s",
+        "resume_hold_ms",
+    },
     "gossip": {
         "heartbeat_interval",
         "degree",
@@ -164,6 +172,7 @@ def parse_config(
         work_slots=ex.integer("work_slots", de.work_slots, 1),
         admission_burst=ex.integer("admission_burst", de.admission_burst, 1),
         admission_per_s=ex.number("admission_per_s", de.admission_per_s, 0.001),
+        resume_hold_ms=_resume_hold(ex, ledger_sync),
         admins=_admins(data.get("exec", {}).get("admins", []), where("exec", "admins")),
     )
     if overrides.ipfs_api is not None:
@@ -187,6 +196,12 @@ def parse_config(
         ledger_sync=ledger_sync,
         exec=exec_settings,
     )
+
+
+def _resume_hold(section: _Section, sync: HeadsSettings) -> int:
+    """Default: two heads announcements, so a restarted node has heard every holder."""
+    default = int(2000 * sync.announce_interval) + 250
+    return section.integer("resume_hold_ms", default, 0)
 
 
 def _admins(value: object, place: str) -> tuple[str, ...]:

@@ -26,6 +26,7 @@ import trio
 from libp2p.abc import IHost
 
 from qflow_node.api.control_methods import Steer, control_methods
+from qflow_node.api.exec_methods import exec_methods
 from qflow_node.api.errors import REJECTED, ApiError, SocketPathTooLongError
 from qflow_node.api.methods import Submit, node_methods
 from qflow_node.api.server import ApiSocketInUseError, Handler, serve_api
@@ -193,6 +194,7 @@ async def _run(
             methods = {
                 **node_methods(blocks, status=parts.status, submit=_submitter(execs)),
                 **control_methods(_steerer(execs)),
+                **exec_methods(ledger, active=lambda: list(execs.replicas)),
             }
             await _serve_api(services, paths, methods)
             await _join_subnets(

@@ -26,6 +26,7 @@ wrote `exec.started` - has no other role: killing it only lapses the leases it h
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -83,6 +84,7 @@ from qflow_node.store.service import BlockService
 MAX_INLINE: Final = 8  # blocks per envelope (the wire's limit)
 MAX_INLINE_BYTES: Final = 512 << 10  # inline only what keeps envelopes well under 1 MiB
 _IDLE_LOOK_MS: Final = 1_000  # re-decide at least this often, whatever happens
+_DONE_KEPT: Final = 10_000  # finished executions remembered
 _INGEST_AT_ONCE: Final = 16  # records/submissions fetched and merged concurrently
 DECLINE_TURNS: Final = 8  # a declined slot is looked at again after this many Δ
 
@@ -106,6 +108,11 @@ class ExecSettings:
     work_slots: int = 4  # slots this node works on at once
     fetch_within: float = 10.0  # seconds to fetch the blocks of a submission or record
     admins: tuple[str, ...] = ()  # did:keys that may pause/resume/abort/approve anything
+    # After a (re)start, a resumed execution is only watched this long before this node
+    # claims any of its work: heads announcements bring the records it missed while
+    # down, and claim renewals show which slots others hold. Acting on a stale ledger
+    # would redo work others finished.
+    resume_hold_ms: int = 2_000
     admission_burst: int = 256  # work tokens (slots claimed) at once
     admission_per_s: float = 1000.0  # tokens refilled per second
 
@@ -152,6 +159,9 @@ class ExecService:
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.completed_slots = 0  # slots this node committed (status, tests)
+        # Finished executions: a late record or re-announcement merges into the ledger
+        # but must not open a replica again (bounded; the ledger says so anyway).
+        self._done: OrderedDict[CID, None] = OrderedDict()
 
     # -- entry points --------------------------------------------------------------------
 
@@ -159,7 +169,12 @@ class ExecService:
         """Resume unfinished executions, then schedule until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            await trio.to_thread.run_sync(self._resume)
+            resumed = await trio.to_thread.run_sync(self._resume)
+            hold_until = mono_ms() + self.settings.resume_hold_ms
+            for replica in resumed:
+                replica.hold_until = hold_until
+                self.replicas[replica.exec] = replica
+                _log().info("exec.resumed", exec=replica.exec.encode(), records=replica.records)
             while True:
                 wake_at = self._schedule()
                 with trio.move_on_at(wake_at / 1000):
@@ -285,7 +300,7 @@ class ExecService:
                 error=report.failure.message,
             )
             return
-        if record.exec not in self.replicas:
+        if record.exec not in self.replicas and record.exec not in self._done:
             await self._open_from_ledger(record.exec)
         self._refresh(record.exec)
 
@@ -311,7 +326,7 @@ class ExecService:
         return verify_submission(exec, data)
 
     async def _open(self, submission: Submission) -> None:
-        if submission.cid in self.replicas:
+        if submission.cid in self.replicas or submission.cid in self._done:
             return
         if submission.subnet not in self.subnets:
             raise SubmissionError(
@@ -335,7 +350,9 @@ class ExecService:
         except SubmissionError as exc:
             _log().info("exec.not_opened", exec=exec.encode(), error=str(exc))
 
-    def _resume(self) -> None:
+    def _resume(self) -> list[Replica]:
+        """The unfinished executions this node has a ledger of (runs in a worker thread)."""
+        found = []
         for exec in self.ledger.executions():
             try:
                 submission = self._verified_submission(exec)
@@ -349,8 +366,8 @@ class ExecService:
                 _log().warning("exec.not_resumed", exec=exec.encode(), error=str(exc))
                 continue
             if not replica.finished:
-                self.replicas[exec] = replica
-                _log().info("exec.resumed", exec=exec.encode(), records=replica.records)
+                found.append(replica)
+        return found
 
     def _refresh(self, exec: CID) -> None:
         replica = self.replicas.get(exec)
@@ -378,6 +395,12 @@ class ExecService:
             if replica.finished:
                 del self.replicas[exec]
                 self.book.forget(exec)
+                self._done[exec] = None
+                while len(self._done) > _DONE_KEPT:
+                    self._done.popitem(last=False)
+                continue
+            if now < replica.hold_until:
+                look_at = min(look_at, replica.hold_until)
                 continue
             work = due(replica, wall)
             if work.wake_at is not None:
@@ -404,9 +427,14 @@ class ExecService:
                     live=live,
                 )
                 if isinstance(decision, ClaimNow):
+                    try:  # busy: no claim, so the next rank's turn comes
+                        self._slots.acquire_on_behalf_of_nowait(slot)
+                    except trio.WouldBlock:
+                        continue
                     if self._admit(replica, slot, now):
                         self._start(replica, slot, actions, decision.rank)
                     else:
+                        self._slots.release_on_behalf_of(slot)
                         look_at = min(look_at, replica.declined[slot])
                 elif isinstance(decision, WaitUntil):
                     look_at = min(look_at, decision.at_ms, self._reannounce_due(replica, slot, now))
@@ -486,7 +514,7 @@ class ExecService:
     ) -> None:
         log = _log().bind(exec=slot.exec.encode(), slot=slot.name, attempt=slot.attempt)
         try:
-            async with self._slots, trio.open_nursery() as lease:
+            async with trio.open_nursery() as lease:
                 await self._claim(replica.subnet, slot, rank)
                 log.info("slot.claimed", rank=rank)
                 lease.start_soon(self._renew, replica.subnet, slot, rank)
@@ -499,6 +527,7 @@ class ExecService:
             log.exception("slot.error", error=repr(exc))
         finally:
             self._working.discard(slot)
+            self._slots.release_on_behalf_of(slot)  # taken when the slot was started
             self.poke()
 
     async def _claim(self, subnet: str, slot: Slot, rank: int) -> None:
@@ -522,36 +551,40 @@ class ExecService:
         written = 0
         control = replica.controls.get(slot.name)
         if control is not None:
-            written = await self._commit(replica, lambda: control_event(control, wall_ms()))
+            written = await self._commit(replica, slot, lambda: control_event(control, wall_ms()))
             replica.controls.pop(slot.name, None)
             return written
         if slot.name == START:
             return await self._commit(
-                replica, lambda: started_event(replica, wall_ms()), payload=replica.exec
+                replica, slot, lambda: started_event(replica, wall_ms()), payload=replica.exec
             )
         for action in actions:
             if isinstance(action, eng.RunStep):
                 outcome = await trio.to_thread.run_sync(
                     self.runner.execute, action, replica.exec, replica.state
                 )
-                written += await self._commit_outcome(replica, action, outcome)
+                written += await self._commit_outcome(replica, slot, action, outcome)
             else:
-                written += await self._commit(replica, lambda a=action: action_event(a, wall_ms()))
+                written += await self._commit(
+                    replica, slot, lambda a=action: action_event(a, wall_ms())
+                )
         return written
 
     async def _commit_outcome(
-        self, replica: Replica, action: eng.RunStep, outcome: StepOutcome
+        self, replica: Replica, slot: Slot, action: eng.RunStep, outcome: StepOutcome
     ) -> int:
         if outcome.error is not None:
             error = outcome.error
             return await self._commit(
                 replica,
+                slot,
                 lambda: eng.Event(
                     ev.STEP_FAILED, action.instance, action.attempt, wall_ms(), error
                 ),
             )
         return await self._commit(
             replica,
+            slot,
             lambda: eng.Event(
                 ev.STEP_COMPLETED,
                 action.instance,
@@ -566,34 +599,65 @@ class ExecService:
     async def _commit(
         self,
         replica: Replica,
+        slot: Slot,
         make_event: Any,
         *,
         payload: CID | None = None,
         output: bytes | None = None,
     ) -> int:
-        """Append the event's record unless the replica moved on; 1 if written."""
-        while True:
-            await trio.to_thread.run_sync(refresh, replica, self.ledger)
-            event = make_event()
-            applied = eng.apply(replica.state, event)
-            if isinstance(applied, eng.Rejection):
-                # Someone settled this slot first (or it is no longer valid): drop ours.
-                _log().info(
-                    "slot.superseded",
-                    exec=replica.exec.encode(),
-                    event=event.kind,
-                    reason=applied.reason,
-                )
-                return 0
-            writer = _RecordWriter(replica.exec, event, self.key, payload, output)
-            record = await trio.to_thread.run_sync(
-                self.ledger.commit_next, replica.exec, replica.heads, writer.build
+        """Write the event's record unless the replica moved on; 1 if written.
+
+        Order matters for a crash: the blocks are stored, the record is *announced*, and
+        only then made a local head. A node killed after announcing leaves the record
+        with its peers (they merge it, the slot is done); killed before, nobody has it
+        and the next rank redoes the work. Committing locally first would leave a record
+        only the dead node holds, redone by another node, and both would meet in the
+        ledger when it comes back.
+        """
+        await trio.to_thread.run_sync(refresh, replica, self.ledger)
+        event = make_event()
+        reason = self._superseded(replica, slot, event)
+        if reason is not None:
+            _log().info(
+                "slot.superseded",
+                exec=replica.exec.encode(),
+                slot=slot.name,
+                kind=event.kind,
+                reason=reason,
             )
-            if record is None:
-                continue  # a merge moved the heads: look again
-            self._refresh(replica.exec)
-            await self._announce(replica.subnet, record, writer.blocks)
-            return 1
+            return 0
+        heads = replica.heads
+        writer = _RecordWriter(replica.exec, event, self.key, payload, output)
+        record = await trio.to_thread.run_sync(self._build, heads, writer)
+        await self._announce(replica.subnet, record, writer.blocks)
+        committed = await trio.to_thread.run_sync(
+            self.ledger.commit_next, replica.exec, heads, lambda _parents: ([], record)
+        )
+        if committed is None:  # a merge moved the heads meanwhile: ours joins them
+            await trio.to_thread.run_sync(self.ledger.merge, replica.exec, [record.cid])
+        self._refresh(replica.exec)
+        return 1
+
+    def _superseded(self, replica: Replica, slot: Slot, event: eng.Event) -> str | None:
+        """Why our result must not be written (None: write it). Two nodes can claim one
+        slot at nearly the same time (each before hearing the other); both run it, and
+        the one every replica's claim book prefers writes - the other yields here."""
+        holder = self.book.holder(slot, mono_ms())
+        if holder is not None and holder.node != self.me:
+            return f"{holder.node} holds the slot (it wins the claim)"
+        if slot.name == START and replica.started:
+            return "exec.started is already written"
+        applied = eng.apply(replica.state, event)
+        if isinstance(applied, eng.Rejection):
+            return applied.reason  # settled by a record we merged meanwhile
+        return None
+
+    def _build(self, heads: Sequence[CID], writer: _RecordWriter) -> Block:
+        """The record on `heads`, its blocks durable in the store (not yet a head)."""
+        parents = {head: self.ledger.record(head).clock for head in heads}
+        blocks, record = writer.build(parents)
+        self.blocks.store.put_many([*blocks, record])
+        return record
 
     async def _announce(self, subnet: str, record: Block, blocks: Sequence[Block]) -> None:
         inline = _inline([record, *[b for b in blocks if b.cid != record.cid]])

@@ -5,7 +5,9 @@ deterministic wasm steps to check each recorded output.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Final
 
 from qflow_node.codec import CID, decode_dag, raw_block
 from qflow_node.core import engine as eng
@@ -44,11 +46,30 @@ class Check:
     detail: str
 
 
+# Checked flows by CID: a flow block never changes, and checking it (decode, re-compile,
+# schema) costs ~5 ms - on every replay of every execution otherwise.
+_CHECKED: OrderedDict[CID, FlowIR] = OrderedDict()
+_CHECKED_MAX: Final = 256
+
+
+def checked_flow(ledger: LedgerStore, flow: CID) -> FlowIR:
+    """The compiled flow `flow` from the store, checked as hostile input (cached)."""
+    ir = _CHECKED.get(flow)
+    if ir is None:
+        ir = check_ir(decode_dag(ledger.store.get(flow)))
+        _CHECKED[flow] = ir
+        while len(_CHECKED) > _CHECKED_MAX:
+            _CHECKED.popitem(last=False)
+    else:
+        _CHECKED.move_to_end(flow)
+    return ir
+
+
 def open_flow(ledger: LedgerStore, exec: CID) -> tuple[CID, FlowIR]:
     try:
         submission = read_submission(ledger.store.get(exec))
         flow: CID = submission["flow"]
-        return flow, check_ir(decode_dag(ledger.store.get(flow)))
+        return flow, checked_flow(ledger, flow)
     except PayloadError as exc:
         raise ReplayError(f"execution {exec.encode()}: {exc}") from None
     except Exception as exc:

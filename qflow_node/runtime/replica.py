@@ -20,15 +20,16 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from qflow_node.codec import CID, decode_dag
+from qflow_node.codec import CID
 from qflow_node.codec.envelope_bodies import Control
 from qflow_node.core import engine as eng
+from qflow_node.core.engine.records import PayloadError, event_of
 from qflow_node.core.engine.state import TERMINAL
-from qflow_node.core.flow import FlowIR, check_ir
+from qflow_node.core.flow import FlowIR
 from qflow_node.core.scheduling import FINISH, START, Priority, Slot
 from qflow_node.core.submission import Submission
-from qflow_node.ledger_store import LedgerStore
-from qflow_node.runtime.replay import ReplayError, replay
+from qflow_node.ledger_store import LedgerStore, LedgerStoreError
+from qflow_node.runtime.replay import ReplayError, checked_flow, replay
 
 CONTROL_PREFIX = "$ctl:"
 
@@ -52,6 +53,7 @@ class Replica:
     # Unclaimed slots: (next re-announcement, round), monotonic ms; declined until.
     reannounce: dict[Slot, tuple[int, int]] = field(default_factory=dict)
     declined: dict[Slot, int] = field(default_factory=dict)
+    hold_until: int = 0  # monotonic ms: watch, do not claim, before (after a restart)
 
     @property
     def started(self) -> bool:
@@ -74,7 +76,7 @@ def open_replica(ledger: LedgerStore, submission: Submission) -> Replica:
     """A replica from a verified submission whose flow and inputs blocks are local."""
     store = ledger.store
     try:
-        ir = check_ir(decode_dag(store.get(submission.flow)))
+        ir = checked_flow(ledger, submission.flow)
         inputs = json.loads(store.get(submission.inputs).decode("utf-8"))
     except Exception as exc:
         raise ReplicaError(
@@ -111,10 +113,18 @@ def started_event(replica: Replica, now_ms: int) -> eng.Event:
 
 
 def refresh(replica: Replica, ledger: LedgerStore) -> bool:
-    """Rebuild the state if the ledger's heads moved; whether they did."""
+    """Bring the state up to the ledger's heads; whether they moved.
+
+    The common case - one new record on top of the heads the state was folded from (a
+    sequential flow, a record this node just wrote or merged) - applies that record's
+    event alone. Anything else (concurrent branches, several new records) folds the
+    whole verified ledger again, so the replay order decides, as everywhere.
+    """
     heads = ledger.heads(replica.exec)
     if set(heads) == set(replica.heads):
         return False
+    if replica.started and len(heads) == 1 and _extend(replica, ledger, heads[0]):
+        return True
     try:
         folded = replay(ledger, replica.exec)
     except ReplayError as exc:
@@ -122,6 +132,25 @@ def refresh(replica: Replica, ledger: LedgerStore) -> bool:
     replica.state = folded.state
     replica.heads = heads
     replica.records = folded.total
+    return True
+
+
+def _extend(replica: Replica, ledger: LedgerStore, head: CID) -> bool:
+    """Apply `head` alone if it sits right on the current heads (verified records only:
+    the ledger holds it as a head after a commit or a verifying merge)."""
+    try:
+        record = ledger.record(head)
+        if set(record.prev) != set(replica.heads):
+            return False
+        event = event_of(head, record, ledger.store.get)
+    except (LedgerStoreError, PayloadError):
+        return False
+    applied = eng.apply(replica.state, event)
+    if isinstance(applied, eng.Rejection):
+        return False  # the full fold will say what it makes of it
+    replica.state = applied
+    replica.heads = (head,)
+    replica.records += 1
     return True
 
 

@@ -1,0 +1,159 @@
+"""Chaos: kill and restart random nodes under a load of concurrent flows.
+
+    .venv/bin/python -m chaos.random_kills [--nodes 4] [--flows 20] [--kills 4] [--seed 1]
+
+Starts a cluster, submits `--flows` executions of `spin-chain` spread over the nodes,
+then `--kills` times: picks a random running node (never the last two standing),
+`kill -9`s it while work is in flight, waits until a survivor writes a record (the
+time to resume), and restarts it on its repo (it resumes its unfinished executions and
+catches up through heads announcements). At the end every flow must have completed on
+every node, each node's ledger must verify with every step completed exactly once, and
+all nodes must hold the same heads. The random choices come from `--seed`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from chaos.cluster import Cluster, LedgerCheck, check_ledger, local_cluster
+from chaos.kill_launcher import FLOW, STEPS
+from qflow_node.runtime.testing import NodeProcess, event_time
+
+TIMEOUT: Final = 120.0
+
+
+@dataclass
+class Outcome:
+    nodes: int
+    flows: int
+    kills: list[tuple[str, float]] = field(default_factory=list)  # (node, resume s)
+    problems: list[str] = field(default_factory=list)
+    checks: dict[str, dict[str, LedgerCheck]] = field(default_factory=dict)  # exec → node
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        resumes = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in self.kills)
+        lines = [
+            f"{self.nodes} nodes, {self.flows} flows, {len(self.kills)} kills",
+            f"  time to the next record after each kill: {resumes}",
+        ]
+        lines += [f"  problem: {p}" for p in self.problems[:20]]
+        lines.append(f"  outcome: {'OK' if self.ok else 'FAILED'}")
+        return "\n".join(lines)
+
+
+def run(root: Path, *, nodes: int = 4, flows: int = 20, kills: int = 4, seed: int = 1) -> Outcome:
+    chooser = random.Random(seed)
+    outcome = Outcome(nodes, flows)
+    with local_cluster(root, nodes) as cluster:
+        execs = [
+            cluster.submit(cluster.nodes[i % nodes], FLOW, {"rounds": 30_000_000 + i})
+            for i in range(flows)
+        ]
+        for _ in range(kills):
+            running = cluster.running()
+            if len(running) <= 2:
+                break
+            victim = chooser.choice(running)
+            if not _wait_for_work(cluster, execs):
+                break  # everything finished: nothing left to disturb
+            killed_at = cluster.kill(victim)
+            outcome.kills.append((victim.name, _resumed(cluster, killed_at)))
+            cluster.start(victim)  # same repo, same key: it rejoins and catches up
+        for exec_id in execs:  # finished somewhere; then every ledger must agree
+            cluster.processes.wait_any(_finished(exec_id), TIMEOUT)
+        for exec_id in execs:
+            outcome.checks[exec_id] = _converged(cluster, exec_id)
+            for name, check in outcome.checks[exec_id].items():
+                if not check.verified or check.status != "completed":
+                    outcome.problems.append(f"{exec_id} on {name}: {check}")
+                elif check.completions != dict.fromkeys(STEPS, 1):
+                    outcome.problems.append(f"{exec_id} on {name}: {check.completions}")
+            if len({c.heads for c in outcome.checks[exec_id].values()}) != 1:
+                outcome.problems.append(f"{exec_id}: nodes hold different heads")
+        codes = cluster.stop_all()
+        if any(codes.values()):
+            outcome.problems.append(f"unclean stops: {codes}")
+    return outcome
+
+
+def _wait_for_work(cluster: Cluster, execs: list[str]) -> bool:
+    """Until some node claims a step of a flow that is not finished (work in flight);
+    False if every flow has finished."""
+    pending = set(execs)
+    for node in cluster.nodes:
+        if node.process is not None:
+            for event in node.process.events:
+                if event.get("event") == "exec.finished":
+                    pending.discard(event.get("exec"))
+    if not pending:
+        return False
+
+    def claimed(_process: NodeProcess, event: dict[str, Any]) -> bool:
+        return (
+            event.get("event") == "slot.claimed"
+            and event.get("exec") in pending
+            and event.get("slot") in STEPS
+        )
+
+    cluster.processes.wait_any(claimed, TIMEOUT, since=time.time() - 0.5)
+    return True
+
+
+def _finished(exec_id: str) -> Any:
+    def match(_process: NodeProcess, event: dict[str, Any]) -> bool:
+        return event.get("event") == "exec.finished" and event.get("exec") == exec_id
+
+    return match
+
+
+def _resumed(cluster: Cluster, killed_at: float) -> float:
+    alive = {n.process for n in cluster.running()}
+    process, event = cluster.processes.wait_any(
+        lambda p, e: p in alive and e.get("event") == "slot.done", TIMEOUT, since=killed_at
+    )
+    del process
+    return event_time(event) - killed_at
+
+
+def _converged(cluster: Cluster, exec_id: str) -> dict[str, LedgerCheck]:
+    """Every node's ledger checks, once all are complete and equal (bounded): a node
+    restarted after the flow finished learns it from heads announcements."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        checks = {n.name: check_ledger(n.repo, exec_id) for n in cluster.nodes}
+        settled = all(c.status == "completed" for c in checks.values())
+        if settled and len({c.heads for c in checks.values()}) == 1:
+            return checks
+        if time.monotonic() > deadline:
+            return checks
+        time.sleep(0.25)  # other processes' ledgers: nothing to wait on
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=4)
+    parser.add_argument("--flows", type=int, default=20)
+    parser.add_argument("--kills", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="qflow-chaos-") as tmp:
+        outcome = run(
+            Path(tmp), nodes=args.nodes, flows=args.flows, kills=args.kills, seed=args.seed
+        )
+    print(outcome.summary())
+    return 0 if outcome.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
