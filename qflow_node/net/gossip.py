@@ -492,7 +492,14 @@ class QflowPubsub(Pubsub):
     async def continuously_read_stream(self, stream: INetStream) -> None:
         # py-libp2p reads each RPC's length prefix byte by byte and then its body: two
         # to four stream reads per RPC, each of which may send a yamux window update.
-        await super().continuously_read_stream(cast(INetStream, _BufferedStream(stream)))
+        try:
+            await super().continuously_read_stream(cast(INetStream, _BufferedStream(stream)))
+        except RuntimeError as exc:
+            # py-libp2p hands each RPC to its service nursery; during shutdown that
+            # nursery is closed, and an RPC arriving then must not fail the node.
+            if "closed to new arrivals" not in str(exc):
+                raise
+            _log().debug("gossip.rpc_during_shutdown", error=str(exc))
 
 
 def _frame(rpc: rpc_pb2.RPC) -> bytes:

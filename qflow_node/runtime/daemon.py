@@ -26,8 +26,8 @@ import trio
 from libp2p.abc import IHost
 
 from qflow_node.api.control_methods import Steer, control_methods
-from qflow_node.api.exec_methods import exec_methods
 from qflow_node.api.errors import REJECTED, ApiError, SocketPathTooLongError
+from qflow_node.api.exec_methods import exec_methods
 from qflow_node.api.methods import Submit, node_methods
 from qflow_node.api.server import ApiSocketInUseError, Handler, serve_api
 from qflow_node.codec import CID, Block
@@ -43,6 +43,7 @@ from qflow_node.net.events import ConnectionLog
 from qflow_node.net.gossip import Gossip, GossipMessage, Validator, open_gossip
 from qflow_node.net.host import advertised_addrs, build_host
 from qflow_node.net.peering import Peering, PeeringSettings
+from qflow_node.net.reqresp import Direct
 from qflow_node.net.topics import TOPIC_KINDS, TopicKind, topic
 from qflow_node.repo import RepoPaths
 from qflow_node.runtime.bootcheck import (
@@ -185,6 +186,7 @@ async def _run(
             ledger,
             runner=runner,
             membership=membership,
+            direct=Direct(host),
             subnets=config.subnets,
             settings=config.exec,
         )

@@ -25,6 +25,7 @@ wrote `exec.started` - has no other role: killing it only lapses the leases it h
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Coroutine, Mapping, Sequence
@@ -33,7 +34,7 @@ from typing import Any, Final
 
 import trio
 
-from qflow_node.codec import CID, Block
+from qflow_node.codec import CID, Block, CodecError, decode_dag, encode_dag
 from qflow_node.codec.envelope_bodies import Claim as ClaimBody
 from qflow_node.codec.envelope_bodies import Control as ControlBody
 from qflow_node.codec.envelope_bodies import InlineBlock, RecordAnnouncement
@@ -56,6 +57,7 @@ from qflow_node.core.scheduling import (
     WaitUntil,
     decide,
     delta_for,
+    precedence,
     ranking,
     reannounce_delay_ms,
 )
@@ -64,6 +66,7 @@ from qflow_node.identity import SigningKey
 from qflow_node.ledger_store import LedgerStore
 from qflow_node.log import get_logger
 from qflow_node.net.gossip import Gossip
+from qflow_node.net.reqresp import Direct, Limits, RequestError
 from qflow_node.net.topics import TopicKind, topic
 from qflow_node.runtime.executors import StepOutcome
 from qflow_node.runtime.local import LocalRunner
@@ -85,6 +88,9 @@ MAX_INLINE: Final = 8  # blocks per envelope (the wire's limit)
 MAX_INLINE_BYTES: Final = 512 << 10  # inline only what keeps envelopes well under 1 MiB
 _IDLE_LOOK_MS: Final = 1_000  # re-decide at least this often, whatever happens
 _DONE_KEPT: Final = 10_000  # finished executions remembered
+CONTROL_TTL_MS: Final = 60_000  # a control that does not apply by then is dropped
+SLOT_PROTOCOL: Final = "/qflow/slot/1.0.0"  # "what do you know of this slot?", before a commit
+SLOT_LIMITS: Final = Limits(timeout=1.0, max_request_size=4096, max_response_size=64 << 10)
 _INGEST_AT_ONCE: Final = 16  # records/submissions fetched and merged concurrently
 DECLINE_TURNS: Final = 8  # a declined slot is looked at again after this many Δ
 
@@ -135,6 +141,7 @@ class ExecService:
         *,
         runner: LocalRunner,
         membership: MembershipService,
+        direct: Direct | None = None,
         subnets: Sequence[str],
         settings: ExecSettings | None = None,
     ) -> None:
@@ -145,6 +152,9 @@ class ExecService:
         self.ledger = ledger
         self.runner = runner
         self.membership = membership
+        self.direct = direct
+        if direct is not None:
+            direct.serve(SLOT_PROTOCOL, self._answer_slot, SLOT_LIMITS)
         self.subnets = frozenset(subnets)
         self.settings = settings or ExecSettings()
         self.replicas: dict[CID, Replica] = {}
@@ -241,6 +251,7 @@ class ExecService:
         if reason is not None:
             raise ControlRefused(reason)
         replica.controls[name] = control
+        replica.controls_since[name] = mono_ms()
         _log().info(
             "control.accepted",
             exec=control.exec.encode(),
@@ -402,15 +413,17 @@ class ExecService:
             if now < replica.hold_until:
                 look_at = min(look_at, replica.hold_until)
                 continue
+            self._expire_controls(replica, now)
             work = due(replica, wall)
             if work.wake_at is not None:
                 look_at = min(look_at, now + max(0, work.wake_at - wall))
             for slot in list(replica.opened_ms):
-                if slot not in work.slots:
+                if slot not in work.slots:  # settled, or on hold (a pause)
                     del replica.opened_ms[slot]
                     replica.reannounce.pop(slot, None)
                     replica.declined.pop(slot, None)
-                    self.book.done(slot)
+                    if _settled(replica, slot):
+                        self.book.done(slot)
             for slot, actions in work.slots.items():
                 opened = replica.opened_ms.setdefault(slot, now)
                 if slot in self._working:
@@ -443,6 +456,21 @@ class ExecService:
                 elif isinstance(decision, Hold):
                     pass  # our renewal task keeps the lease
         return look_at
+
+    def _expire_controls(self, replica: Replica, now: int) -> None:
+        """Forget queued controls that stopped applying long ago: recorded by another node
+        (a second pause of a paused execution does not apply), or never applicable (a
+        resume whose pause never came)."""
+        for name, since in list(replica.controls_since.items()):
+            if now - since > CONTROL_TTL_MS:
+                control = replica.controls.pop(name)
+                del replica.controls_since[name]
+                _log().debug(
+                    "control.dropped",
+                    exec=replica.exec.encode(),
+                    action=control.action,
+                    reason=f"not applicable here for {CONTROL_TTL_MS // 1000} s",
+                )
 
     def _admit(self, replica: Replica, slot: Slot, now: int) -> bool:
         """Take a work token, or decline the slot for a while: the next rank's turn comes
@@ -553,6 +581,7 @@ class ExecService:
         if control is not None:
             written = await self._commit(replica, slot, lambda: control_event(control, wall_ms()))
             replica.controls.pop(slot.name, None)
+            replica.controls_since.pop(slot.name, None)
             return written
         if slot.name == START:
             return await self._commit(
@@ -616,7 +645,7 @@ class ExecService:
         """
         await trio.to_thread.run_sync(refresh, replica, self.ledger)
         event = make_event()
-        reason = self._superseded(replica, slot, event)
+        reason = self._superseded(replica, slot, event) or await self._confirm(replica, slot)
         if reason is not None:
             _log().info(
                 "slot.superseded",
@@ -651,6 +680,62 @@ class ExecService:
         if isinstance(applied, eng.Rejection):
             return applied.reason  # settled by a record we merged meanwhile
         return None
+
+    async def _confirm(self, replica: Replica, slot: Slot) -> str | None:
+        """Ask the subnet's other live nodes, directly, what they know of the slot before
+        writing its record: a record of it, or a claim that wins over ours, means ours
+        must not be written. Gossip may be slow or lossy; this answer is not. Both of two
+        concurrent claimers ask each other, and every answer is judged by the same
+        claim precedence, so exactly one of them writes. Nodes that do not answer in
+        time are passed over (dead, or on the other side of a partition)."""
+        if self.direct is None:
+            return None
+        now = mono_ms()
+        live, members = self._membership(now)
+        others = [n for n in members.get(replica.subnet, ()) if n in live and n != self.me]
+        if not others:
+            return None
+        question = encode_dag({"exec": slot.exec, "name": slot.name, "attempt": slot.attempt})
+        answers: list[tuple[str, Any]] = []
+
+        async def ask(node: str) -> None:
+            assert self.direct is not None
+            with contextlib.suppress(RequestError, CodecError):
+                reply = await self.direct.request(node, SLOT_PROTOCOL, question, SLOT_LIMITS)
+                answers.append((node, decode_dag(reply)))
+
+        async with trio.open_nursery() as nursery:
+            for node in others:
+                nursery.start_soon(ask, node)
+        mine = precedence(slot, self.me)
+        for node, answer in answers:
+            if not isinstance(answer, dict):
+                continue
+            if answer.get("done") is True:
+                return f"{node} has a record of the slot already"
+            claimers = answer.get("claims")
+            for claimer in claimers if isinstance(claimers, list) else []:
+                if isinstance(claimer, str) and precedence(slot, claimer) < mine:
+                    return f"{claimer} claimed the slot too, and wins (asked {node})"
+        return None
+
+    async def _answer_slot(self, peer: str, request: bytes) -> bytes:
+        """What this node knows of a slot: done here, and who holds valid claims."""
+        del peer
+        try:
+            asked = decode_dag(request)
+            slot = Slot(asked["exec"], asked["name"], asked["attempt"])
+        except (CodecError, KeyError, TypeError, ValueError):
+            return encode_dag({"error": "bad request"})
+        now = mono_ms()
+        claims = sorted({c.node for c in self.book.claims(slot) if c.valid_at(now)})
+        replica = self.replicas.get(slot.exec)
+        done = (
+            self.book.is_done(slot)
+            or slot.exec in self._done
+            or (replica is not None and _settled(replica, slot))
+        )
+        return encode_dag({"done": done, "claims": claims})
 
     def _build(self, heads: Sequence[CID], writer: _RecordWriter) -> Block:
         """The record on `heads`, its blocks durable in the store (not yet a head)."""
@@ -692,6 +777,18 @@ class _RecordWriter:
         )
         self.blocks = [*blocks, record]
         return blocks, record
+
+
+def _settled(replica: Replica, slot: Slot) -> bool:
+    """Whether the replica's ledger already settles the slot (a record of it merged)."""
+    if slot.name == START:
+        return replica.started
+    if slot.name.startswith("$"):  # $finish; $ctl: slots are only known by their queue
+        return replica.finished
+    instance = replica.state.instances.get(slot.name)
+    if instance is None:
+        return False  # not reached yet here
+    return instance.attempt > slot.attempt or instance.status in ("completed", "failed")
 
 
 def _inline(blocks: Sequence[Block]) -> tuple[InlineBlock, ...]:

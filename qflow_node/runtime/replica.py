@@ -23,6 +23,7 @@ from typing import Any
 from qflow_node.codec import CID
 from qflow_node.codec.envelope_bodies import Control
 from qflow_node.core import engine as eng
+from qflow_node.core.control import control_event
 from qflow_node.core.engine.records import PayloadError, event_of
 from qflow_node.core.engine.state import TERMINAL
 from qflow_node.core.flow import FlowIR
@@ -50,6 +51,7 @@ class Replica:
     opened_ms: dict[Slot, int] = field(default_factory=dict)  # first seen due (monotonic)
     # Allowed controls not yet in the ledger, by slot name (`$ctl:` + signature prefix).
     controls: dict[str, Control] = field(default_factory=dict)
+    controls_since: dict[str, int] = field(default_factory=dict)  # accepted at (monotonic)
     # Unclaimed slots: (next re-announcement, round), monotonic ms; declined until.
     reannounce: dict[Slot, tuple[int, int]] = field(default_factory=dict)
     declined: dict[Slot, int] = field(default_factory=dict)
@@ -167,8 +169,12 @@ def due(replica: Replica, now_ms: int) -> Due:
     """The slots due at wall-clock `now_ms`."""
     if not replica.started:
         return Due({Slot(replica.exec, START, 0): ()}, None)
+    # A control is due once it applies: a resume waits for its pause's record, which
+    # may still be on its way here.
     slots: dict[Slot, list[eng.Action]] = {
-        Slot(replica.exec, name, 0): [] for name in replica.controls
+        Slot(replica.exec, name, 0): []
+        for name, control in replica.controls.items()
+        if not isinstance(eng.apply(replica.state, control_event(control, now_ms)), eng.Rejection)
     }
     wake_at: int | None = None
     for action in eng.next_actions(replica.state, now_ms):
