@@ -8,13 +8,14 @@ its own task and a dead one never delays the others. Delays grow from `initial` 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import trio
 from libp2p.abc import IHost
+from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
@@ -47,8 +48,10 @@ async def maintain_bootstrap(
     dial_timeout: float = 10.0,
     check_interval: float = 5.0,
     rng: random.Random | None = None,
+    allows: Callable[[ID], bool] = lambda _peer: True,
 ) -> None:
-    """Run until cancelled, keeping a connection to every address in `addrs`.
+    """Run until cancelled, keeping a connection to every address in `addrs` whose peer
+    `allows` accepts (a test partition refuses some).
 
     Each address must end in `/p2p/<peer id>` (config validation ensures it).
     """
@@ -65,6 +68,7 @@ async def maintain_bootstrap(
                     dial_timeout=dial_timeout,
                     check_interval=check_interval,
                     rng=rng,
+                    allows=allows,
                 )
             )
 
@@ -77,6 +81,7 @@ async def _keep_connected(
     dial_timeout: float,
     check_interval: float,
     rng: random.Random,
+    allows: Callable[[ID], bool],
 ) -> None:
     info = info_from_p2p_addr(addr)
     peer = info.peer_id.to_base58()
@@ -85,7 +90,7 @@ async def _keep_connected(
         return
     failures = 0
     while True:
-        if info.peer_id in host.get_connected_peers():
+        if info.peer_id in host.get_connected_peers() or not allows(info.peer_id):
             failures = 0
             await trio.sleep(check_interval)
             continue

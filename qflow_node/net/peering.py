@@ -12,7 +12,7 @@ when the queue is full a hint is dropped, and the next heartbeat brings it again
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -41,8 +41,14 @@ class PeeringSettings:
 
 
 class Peering:
-    def __init__(self, host: IHost, settings: PeeringSettings | None = None) -> None:
+    def __init__(
+        self,
+        host: IHost,
+        settings: PeeringSettings | None = None,
+        allows: Callable[[ID], bool] = lambda _peer: True,
+    ) -> None:
         self.host = host
+        self.allows = allows  # a test partition refuses some peers
         self.settings = settings or PeeringSettings()
         self.dials = 0
         self.failures = 0
@@ -62,7 +68,7 @@ class Peering:
         except Exception:  # a verified heartbeat with an address py-multiaddr refuses
             _log().debug("peering.bad_addrs", peer=peer, addrs=list(addrs))
             return
-        if peer_id == self.host.get_id() or not self._wanted(peer_id):
+        if peer_id == self.host.get_id() or not self.allows(peer_id) or not self._wanted(peer_id):
             return
         self._in_flight.add(peer_id)
         try:

@@ -47,6 +47,7 @@ _SCHEMA: Final = {
         "admission_per_s",
         "resume_hold_ms",
     },
+    "debug": {"partition_api"},
     "gossip": {
         "heartbeat_interval",
         "degree",
@@ -75,6 +76,7 @@ class NodeConfig:
     ipfs_api: str | None = None  # Kubo RPC API multiaddr; None = the repo's FileBlockStore
     ledger_sync: HeadsSettings = field(default_factory=HeadsSettings)  # heads anti-entropy
     exec: ExecSettings = field(default_factory=ExecSettings)  # claims and leases
+    partition_api: bool = False  # serve `debug.partition` (chaos tests only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +197,9 @@ def parse_config(
         ipfs_api=ipfs_api,
         ledger_sync=ledger_sync,
         exec=exec_settings,
+        partition_api=_flag(
+            data.get("debug", {}), "partition_api", where("debug", "partition_api")
+        ),
     )
 
 
@@ -202,6 +207,13 @@ def _resume_hold(section: _Section, sync: HeadsSettings) -> int:
     """Default: two heads announcements, so a restarted node has heard every holder."""
     default = int(2000 * sync.announce_interval) + 250
     return section.integer("resume_hold_ms", default, 0)
+
+
+def _flag(section: dict[str, Any], key: str, place: str) -> bool:
+    value = section.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{place}: must be true or false, got {value!r}")
+    return value
 
 
 def _admins(value: object, place: str) -> tuple[str, ...]:

@@ -26,6 +26,7 @@ import trio
 from libp2p.abc import IHost
 
 from qflow_node.api.control_methods import Steer, control_methods
+from qflow_node.api.debug_methods import debug_methods
 from qflow_node.api.errors import REJECTED, ApiError, SocketPathTooLongError
 from qflow_node.api.exec_methods import exec_methods
 from qflow_node.api.methods import Submit, node_methods
@@ -42,6 +43,7 @@ from qflow_node.net.bootstrap import maintain_bootstrap
 from qflow_node.net.events import ConnectionLog
 from qflow_node.net.gossip import Gossip, GossipMessage, Validator, open_gossip
 from qflow_node.net.host import advertised_addrs, build_host
+from qflow_node.net.partition import Partition
 from qflow_node.net.peering import Peering, PeeringSettings
 from qflow_node.net.reqresp import Direct
 from qflow_node.net.topics import TOPIC_KINDS, TopicKind, topic
@@ -160,12 +162,14 @@ async def _run(
         gossip = await stack.enter_async_context(open_gossip(host, config.gossip))
         services = await stack.enter_async_context(trio.open_nursery())
         blocks.exchange = bitswap
+        partition = Partition(host, services)
         peering = Peering(
             host,
             PeeringSettings(
                 max_connections=config.limits.max_connections // 2,
                 dial_timeout=config.limits.dial_timeout,
             ),
+            allows=partition.allows,
         )
         membership = MembershipService(
             key,
@@ -197,6 +201,7 @@ async def _run(
                 **node_methods(blocks, status=parts.status, submit=_submitter(execs)),
                 **control_methods(_steerer(execs)),
                 **exec_methods(ledger, active=lambda: list(execs.replicas)),
+                **(debug_methods(partition) if config.partition_api else {}),
             }
             await _serve_api(services, paths, methods)
             await _join_subnets(
@@ -226,7 +231,10 @@ async def _run(
         services.start_soon(_report_rejections, rejections)
         services.start_soon(
             lambda: maintain_bootstrap(
-                host, config.bootstrap, dial_timeout=config.limits.dial_timeout
+                host,
+                config.bootstrap,
+                dial_timeout=config.limits.dial_timeout,
+                allows=partition.allows,
             )
         )
         await stop.requested.wait()
