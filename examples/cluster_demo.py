@@ -73,11 +73,6 @@ ORDER: Final[dict[str, Any]] = {
     ],
 }
 # Why `make demo` runs spin-chain for now (--flow order runs the order flow).
-KNOWN_ISSUE: Final = (
-    "two nodes can claim the same step within a few ms and both complete it (then "
-    "`qflow ledger replay` rejects the second completion): often with the order flow's "
-    "many short steps, with any flow on a loaded machine"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +138,7 @@ SPIN_CHAIN: Final = Workload(
     required=frozenset({"s1", "s2", "s3", "s4", "s5", "s6"}),
 )
 WORKLOADS: Final = {w.key: w for w in (ORDER_FLOW, SPIN_CHAIN)}
-DEFAULT: Final = SPIN_CHAIN  # until KNOWN_ISSUE is fixed
+DEFAULT: Final = ORDER_FLOW
 SHOWN: Final = {
     "exec.opened": "opened",
     "slot.claimed": "claimed",
@@ -592,10 +587,6 @@ def main(argv: list[str] | None = None) -> int:
     workload = WORKLOADS[args.flow]
     say = Console()
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C even if inherited ignored
-    if workload is SPIN_CHAIN and DEFAULT is SPIN_CHAIN:
-        say(f"note: this demo runs the spin-chain flow, not the order flow, because {KNOWN_ISSUE}.")
-        say("      Run the order flow anyway with --flow order.")
-        say("")
     try:
         outcome = run(root, nodes=args.nodes, workload=workload, say=say)
     except KeyboardInterrupt:

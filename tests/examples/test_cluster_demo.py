@@ -95,8 +95,7 @@ def test_the_order_flow_survives_its_launcher(tmp_path: Path, clusters: list[Any
         assert set(check.completions) >= outcome.required, (name, output)
     assert outcome.charges == 1, output  # a retried charge is deduplicated by the shop
     _stopped_cleanly(clusters, outcome)
-    if not outcome.exactly_once:
-        pytest.xfail(demo.KNOWN_ISSUE)
+    assert outcome.exactly_once, output
     assert outcome.ok, output
 
 
