@@ -643,9 +643,33 @@ class ExecService:
         only the dead node holds, redone by another node, and both would meet in the
         ledger when it comes back.
         """
+        phases: dict[str, float] = {}
+        started = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal started
+            now = time.perf_counter()
+            phases[name] = round((now - started) * 1000, 2)
+            started = now
+
         await trio.to_thread.run_sync(refresh, replica, self.ledger)
         event = make_event()
-        reason = self._superseded(replica, slot, event) or await self._confirm(replica, slot)
+        lap("refresh")
+        reason = self._superseded(replica, slot, event)
+        heads = replica.heads
+        writer = _RecordWriter(replica.exec, event, self.key, payload, output)
+        built: list[Block] = []
+        if reason is None:
+            # Ask the subnet while the record is signed and stored: the question is on
+            # the critical path of every step, the fsyncs need not wait for it.
+            async with trio.open_nursery() as both:
+
+                async def build() -> None:
+                    built.append(await trio.to_thread.run_sync(self._build, heads, writer))
+
+                both.start_soon(build)
+                reason = await self._confirm(replica, slot)
+        lap("confirm+build")
         if reason is not None:
             _log().info(
                 "slot.superseded",
@@ -654,17 +678,18 @@ class ExecService:
                 kind=event.kind,
                 reason=reason,
             )
-            return 0
-        heads = replica.heads
-        writer = _RecordWriter(replica.exec, event, self.key, payload, output)
-        record = await trio.to_thread.run_sync(self._build, heads, writer)
+            return 0  # blocks already stored are unreferenced: gc collects them
+        record = built[0]
         await self._announce(replica.subnet, record, writer.blocks)
+        lap("announce")
         committed = await trio.to_thread.run_sync(
             self.ledger.commit_next, replica.exec, heads, lambda _parents: ([], record)
         )
         if committed is None:  # a merge moved the heads meanwhile: ours joins them
             await trio.to_thread.run_sync(self.ledger.merge, replica.exec, [record.cid])
         self._refresh(replica.exec)
+        lap("commit")
+        _log().debug("slot.phases", exec=replica.exec.encode(), slot=slot.name, ms=phases)
         return 1
 
     def _superseded(self, replica: Replica, slot: Slot, event: eng.Event) -> str | None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import trio
 
@@ -36,6 +36,9 @@ from qflow_node.net.gossip import Gossip
 from qflow_node.net.topics import topic
 from qflow_node.store import StoreError
 from qflow_node.store.service import BlockService
+
+FINISHED_EVERY: Final = 10  # announce finished executions every tenth round
+FINAL_KINDS: Final = frozenset({"exec.completed", "exec.failed", "exec.aborted"})
 
 
 def _log() -> Any:
@@ -82,6 +85,7 @@ class HeadsService:
         self.rejected = 0  # announced ledgers that failed to verify
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
+        self._round = 0
 
     # -- announcing -------------------------------------------------------------------
 
@@ -94,8 +98,12 @@ class HeadsService:
                 await trio.sleep(self.settings.announce_interval)
 
     async def announce_once(self) -> int:
-        """One round; returns how many announcements were published."""
-        active = await trio.to_thread.run_sync(self._active)
+        """One round; returns how many announcements were published. Finished executions
+        (heads ending in exec.completed/failed/aborted) go out only every
+        `FINISHED_EVERY`-th round: late joiners still catch up, at a tenth of the cost."""
+        self._round += 1
+        include_finished = self._round % FINISHED_EVERY == 1
+        active = await trio.to_thread.run_sync(self._active, include_finished)
         sent = 0
         for exec, heads in active:
             self._merged.setdefault(exec, set()).update(heads)
@@ -109,7 +117,7 @@ class HeadsService:
                 sent += 1
         return sent
 
-    def _active(self) -> list[tuple[CID, tuple[CID, ...]]]:
+    def _active(self, include_finished: bool = True) -> list[tuple[CID, tuple[CID, ...]]]:
         cutoff = time.time() - self.settings.active_window
         recent = []
         for exec in self.ledger.executions():
@@ -124,9 +132,15 @@ class HeadsService:
             except LedgerStoreError as exc:
                 _log().warning("ledger.heads_unreadable", exec=exec.encode(), error=str(exc))
                 continue
-            if heads:
+            if heads and (include_finished or not self._finished(heads)):
                 found.append((exec, heads))
         return found
+
+    def _finished(self, heads: tuple[CID, ...]) -> bool:
+        try:
+            return len(heads) == 1 and self.ledger.record(heads[0]).kind in FINAL_KINDS
+        except LedgerStoreError:
+            return False
 
     # -- catching up --------------------------------------------------------------------
 
