@@ -39,6 +39,7 @@ from qflow_node.core.ledger import (
     decode_record,
     new_record,
     verify_execution,
+    verify_extension,
 )
 from qflow_node.fsio import atomic_write, fsync_dir
 from qflow_node.identity.keys import SigningKey
@@ -214,14 +215,48 @@ class LedgerStore:
         """Adopt heads learnt from a peer: verify the union, keep its antichain.
 
         The blocks reachable from `heads` must already be in the store (fetch first).
-        Nothing changes unless the whole union verifies.
+        Nothing changes unless the whole union verifies. One record extending our only
+        head - the ledger growing a record at a time - is checked alone: everything
+        below it was verified when it became our head.
         """
+        heads = tuple(heads)
         with self._lock:
             current = self.heads(exec)
+            extended = self._extend(exec, current, heads)
+            if extended is not None:
+                return extended
             report = verify_execution([*current, *heads], self.lookup, exec=exec, checker=checker)
             if report.ok and report.heads != current:
                 self._write_heads(exec, report.heads)
         return report
+
+    def _extend(
+        self, exec: CID, current: tuple[CID, ...], heads: tuple[CID, ...]
+    ) -> VerifyReport | None:
+        """The fast path of `merge`: one new record on top of our single verified head
+        is checked alone (`verify_extension`) instead of re-verifying the whole ledger.
+        None when the case does not apply (the full verification decides)."""
+        if len(current) != 1 or len(heads) != 1 or heads[0] == current[0]:
+            return None
+        (head,) = current
+        (new,) = heads
+        try:
+            parent = self.record(head)
+            data = self.lookup(new)
+        except (LedgerStoreError, CorruptBlock):
+            return None
+        if data is None:
+            return None
+        try:
+            if decode_record(new, data).prev != (head,):
+                return None
+        except RecordError:
+            return None  # let the full verification name the problem
+        failure = verify_extension(new, data, exec=exec, parent=head, parent_clock=parent.clock)
+        if failure is not None:
+            return VerifyReport(False, exec, 0, (), failure=failure)
+        self._write_heads(exec, [new])
+        return VerifyReport(True, exec, sum(parent.clock.values()) + 1, (new,))
 
     def verify(
         self,

@@ -36,6 +36,7 @@ from qflow_node.core.ledger.verify import (
     VerifyReport,
     check_signatures,
     verify_execution,
+    verify_extension,
 )
 
 __all__ = [
@@ -72,4 +73,5 @@ __all__ = [
     "signing_message",
     "unsigned_bytes",
     "verify_execution",
+    "verify_extension",
 ]

@@ -33,6 +33,7 @@ from qflow_node.core.ledger.record import (
     DAG_CBOR_PREFIX,
     check_record,
     decode_obj,
+    decode_record,
     signing_message,
 )
 from qflow_node.identity.keys import IdentityError, public_key_from_peer_id, verify
@@ -471,3 +472,40 @@ class _Verification:
             entry = self.entries[bad]
             message = f"signature by {entry[6]}: Ed25519 signature does not verify"
             raise _Stop(Failure(Reason.BAD_SIGNATURE, entry[2], message, entry[9], bad))
+
+
+def verify_extension(
+    cid: CID,
+    data: bytes | None,
+    *,
+    exec: CID,
+    parent: CID,
+    parent_clock: Mapping[str, int],
+) -> Failure | None:
+    """Check one record that links exactly the single verified head `parent` (with its
+    clock): the common case of a ledger growing one record at a time. The same checks
+    `verify_execution` applies to that record - hash, fields, execution, the clock
+    rule, the signature - without walking the ledger it extends. None if it passes."""
+    if data is None:
+        return Failure(Reason.MISSING_BLOCK, cid, "block not found", depth=0)
+    try:
+        record = decode_record(cid, data)
+    except RecordError as exc:
+        return Failure(exc.reason, cid, str(exc), depth=0)
+    if record.exec != exec:
+        return Failure(
+            Reason.WRONG_EXEC, cid, f"belongs to {record.exec.encode()}, not {exec.encode()}", 0
+        )
+    if record.prev != (parent,):
+        return Failure(Reason.CLOCK_INCONSISTENT, cid, "does not extend the given head", 0)
+    expected = dict(parent_clock)
+    expected[record.node] = parent_clock.get(record.node, 0) + 1
+    if dict(record.clock) != expected:
+        peer, got, want = first_difference(dict(record.clock), expected)
+        message = f"clock[{peer}] is {got}, expected {want} (parent's clock, writer's entry + 1)"
+        return Failure(Reason.CLOCK_INCONSISTENT, cid, message, 0)
+    try:
+        verify(public_key_from_peer_id(record.node), signing_message(data, record.ts), record.sig)
+    except IdentityError as exc:
+        return Failure(Reason.BAD_SIGNATURE, cid, f"signature by {record.node}: {exc}", 0)
+    return None
