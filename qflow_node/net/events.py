@@ -18,14 +18,14 @@ def _log() -> Any:
     return get_logger("qflow.net")
 
 
-class ConnectionLog(INotifee):
-    """A notifee that logs each connection opened and closed. Never raises."""
+class Notifee(INotifee):
+    """A network notifee that ignores every event; subclasses override what they need."""
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
-        _log().info("peer.connected", peer=_peer(conn), addr=_remote(conn))
+        return None
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        _log().info("peer.disconnected", peer=_peer(conn))
+        return None
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
         return None
@@ -38,6 +38,16 @@ class ConnectionLog(INotifee):
 
     async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
         return None
+
+
+class ConnectionLog(Notifee):
+    """A notifee that logs each connection opened and closed. Never raises."""
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        _log().info("peer.connected", peer=_peer(conn), addr=_remote(conn))
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        _log().info("peer.disconnected", peer=_peer(conn))
 
 
 def _peer(conn: INetConn) -> str:

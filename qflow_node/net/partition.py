@@ -13,18 +13,18 @@ from __future__ import annotations
 from typing import Any
 
 import trio
-from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.abc import IHost, INetConn, INetwork
 from libp2p.peer.id import ID
-from multiaddr import Multiaddr
 
 from qflow_node.log import get_logger
+from qflow_node.net.events import Notifee
 
 
 def _log() -> Any:
     return get_logger("qflow.net.partition")
 
 
-class Partition(INotifee):
+class Partition(Notifee):
     """The set of peers this node refuses; register with the host's network."""
 
     def __init__(self, host: IHost, nursery: trio.Nursery) -> None:
@@ -49,18 +49,3 @@ class Partition(INotifee):
         if peer in self.blocked:
             # Closed from a task: the network is still inside its own bookkeeping here.
             self._nursery.start_soon(self.host.disconnect, peer)
-
-    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        return None
-
-    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        return None
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        return None
-
-    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        return None
-
-    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        return None

@@ -12,12 +12,13 @@ from functools import partial
 
 import pytest
 import trio
-from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.abc import IHost, INetConn, INetwork
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
 from qflow_node.identity import SigningKey
+from qflow_node.net.events import Notifee
 from qflow_node.net.gossip import Gossip, GossipMessage, open_gossip
 from qflow_node.net.host import build_host
 from qflow_node.net.topics import topic
@@ -40,7 +41,7 @@ def accept_all(data: bytes) -> bool:
 
 
 @dataclass
-class ConnectionWatch(INotifee):
+class ConnectionWatch(Notifee):
     """Sets an event when a connection with a given peer opens (in either direction)."""
 
     events: dict[ID, trio.Event] = field(default_factory=dict)
@@ -50,21 +51,6 @@ class ConnectionWatch(INotifee):
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
         self.event(conn.muxed_conn.peer_id).set()
-
-    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        return None
-
-    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        return None
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        return None
-
-    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        return None
-
-    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        return None
 
 
 @asynccontextmanager
