@@ -15,6 +15,7 @@ import base64
 import json
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
@@ -41,6 +42,7 @@ from qflow_node.core.submission import NONCE_LEN, PRIORITIES, Priority, build_su
 from qflow_node.identity.keys import IdentityError, SigningKey
 from qflow_node.identity.store import load_actor_key, load_node_key
 from qflow_node.repo import RepoError, RepoPaths
+from qflow_node.store import BlockStore
 
 # What the node answers with when it refuses the submission itself (exit 1), as
 # opposed to a failed call (exit 2).
@@ -162,6 +164,11 @@ def _call_submit(repo: Path, wire: list[dict[str, str]]) -> dict[str, Any]:
     metavar="ACTOR",
     help="Sign as this repo actor (qflow id new ACTOR). Default: the node's key.",
 )
+@click.option(
+    "--peer",
+    metavar="MULTIADDR",
+    help="Publish straight to this node (/ip4/…/tcp/…/p2p/…) instead of the local one.",
+)
 @click.option("--json", "as_json", is_flag=True, help='Print {"exec", "duplicate"} as JSON.')
 @repo_option
 def submit_command(
@@ -174,6 +181,7 @@ def submit_command(
     deadline: str | None,
     subnet: str,
     actor: str | None,
+    peer: str | None,
     as_json: bool,
     repo: Path,
 ) -> None:
@@ -183,7 +191,8 @@ def submit_command(
     ts = time.time_ns() // 1_000_000
     deadline_ms = _deadline(deadline, ts)
     # Compiled into the repo's store: the node reads sub-flows and modules from it.
-    loaded = load_flow_or_exit(file, open_block_store(repo))
+    store = open_block_store(repo)
+    loaded = load_flow_or_exit(file, store)
     inputs_block = json_block(inputs)
     try:
         submission = build_submission(
@@ -198,15 +207,50 @@ def submit_command(
         )
     except ValueError as exc:
         fail(str(exc))
+    if peer is not None:
+        _submit_to_peer(peer, subnet, [submission, loaded.compiled.block, inputs_block], store)
+        result = {"exec": submission.cid.encode(), "duplicate": False}
+        _print(result, as_json)
+        return
     wire = _payload(
         [submission, loaded.compiled.block, inputs_block], list(loaded.modules.values())
     )
     result = _call_submit(repo, wire)
     if result.get("exec") != submission.cid.encode():
         fail(f"the node answered for another execution: {result.get('exec')!r}")
+    _print(result, as_json)
+
+
+def _print(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
     else:
-        click.echo(submission.cid.encode())
+        click.echo(result["exec"])
         if result.get("duplicate") is True:
             click.echo("note: the node already had this execution (a duplicate)", err=True)
+
+
+def _submit_to_peer(peer: str, subnet: str, blocks: list[Block], store: BlockStore) -> None:
+    import trio  # only this path needs libp2p and trio: keep `qflow submit` light
+
+    from qflow_node.cli.submit_peer import PeerSubmitError, submit_via_peer
+
+    try:
+        taken = trio.run(
+            partial(submit_via_peer, peer, subnet, blocks, store, within=_SUBMIT_TIMEOUT)
+        )
+    except PeerSubmitError as exc:
+        fail(str(exc), EXIT_CHECK_FAILED)
+    except BaseExceptionGroup as group:  # the error, wrapped by the nurseries it crossed
+        matched, _ = group.split(PeerSubmitError)
+        if matched is None:
+            raise
+        leaf: BaseException = matched
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        fail(str(leaf), EXIT_CHECK_FAILED)
+    if not taken:
+        click.echo(
+            f"warning: published, but no node started it within {_SUBMIT_TIMEOUT:g} s",
+            err=True,
+        )

@@ -201,7 +201,7 @@ class ExecService:
         submission = self._verified_submission(exec)
         new = exec not in self.replicas
         await self._open(submission)
-        inline = _inline(blocks)
+        inline = inline_blocks(blocks)
         body = SubmissionBody(exec=exec, blocks=inline)
         await self._publish(submission.subnet, "flows", body)
         return new
@@ -511,7 +511,7 @@ class ExecService:
             else:
                 submission = await trio.to_thread.run_sync(self.blocks.store.get, replica.exec)
                 body = SubmissionBody(
-                    exec=replica.exec, blocks=_inline([Block(replica.exec, submission)])
+                    exec=replica.exec, blocks=inline_blocks([Block(replica.exec, submission)])
                 )
                 await self._publish(replica.subnet, "flows", body)
         except StoreError as exc:
@@ -770,7 +770,7 @@ class ExecService:
         return record
 
     async def _announce(self, subnet: str, record: Block, blocks: Sequence[Block]) -> None:
-        inline = _inline([record, *[b for b in blocks if b.cid != record.cid]])
+        inline = inline_blocks([record, *[b for b in blocks if b.cid != record.cid]])
         await self._publish(subnet, "exec", RecordAnnouncement(record=record.cid, blocks=inline))
 
     async def _publish(self, subnet: str, kind: TopicKind, body: Any) -> int:
@@ -816,7 +816,7 @@ def _settled(replica: Replica, slot: Slot) -> bool:
     return instance.attempt > slot.attempt or instance.status in ("completed", "failed")
 
 
-def _inline(blocks: Sequence[Block]) -> tuple[InlineBlock, ...]:
+def inline_blocks(blocks: Sequence[Block]) -> tuple[InlineBlock, ...]:
     """The first blocks that fit an envelope; the rest are fetched over bitswap."""
     chosen: list[InlineBlock] = []
     size = 0
