@@ -22,6 +22,7 @@ from typing import Any, Final
 from qflow_node.codec import parse_cid
 from qflow_node.ledger_store import LedgerStore
 from qflow_node.repo import RepoPaths
+from qflow_node.runtime.replay import replay
 from qflow_node.runtime.testing import (
     BOOT_TIMEOUT,
     LOOPBACK,
@@ -160,6 +161,9 @@ class LedgerCheck:
     records: int
     heads: tuple[str, ...]
     report: str = ""  # what `qflow ledger verify` printed (stdout, then stderr)
+    # step instance -> completions the engine applied on replay (a second record of a
+    # settled step is rejected by replay: it counts once in the state)
+    applied: dict[str, int] = field(default_factory=dict)
 
 
 def check_ledger(repo: Path, exec_id: str, *, cli: bool = False) -> LedgerCheck:
@@ -190,7 +194,11 @@ def check_ledger(repo: Path, exec_id: str, *, cli: bool = False) -> LedgerCheck:
         if record.kind in ("exec.completed", "exec.failed"):
             status = record.kind.removeprefix("exec.")
     heads = tuple(sorted(h.encode() for h in ledger.heads(exec)))
-    return LedgerCheck(verified, status, dict(completions), records, heads, report)
+    applied: Counter[str] = Counter()
+    for _cid, record in replay(ledger, exec).applied:
+        if record.kind == "step.completed" and record.step is not None:
+            applied[record.step] += 1
+    return LedgerCheck(verified, status, dict(completions), records, heads, report, dict(applied))
 
 
 def converged_ledgers(

@@ -209,6 +209,21 @@ class LedgerStore:
             self._write_heads(exec, [record.cid])
         return record
 
+    def rewind(self, exec: CID, head: CID, parents: Sequence[CID]) -> bool:
+        """Replace `head` in the head set by its `parents` (records under it, verified
+        when they were heads). For a record that never left this node after a crash;
+        False (nothing changed) if `head` is no longer a head."""
+        with self._lock:
+            current = self.heads(exec)
+            if head not in current:
+                return False
+            heads = list(dict.fromkeys([*(h for h in current if h != head), *parents]))
+            if heads:
+                self._write_heads(exec, heads)
+            else:  # the lost record was exec.started: no record of it remains here
+                self._heads_path(exec).unlink(missing_ok=True)
+        return True
+
     def merge(
         self, exec: CID, heads: Iterable[CID], *, checker: SignatureChecker | None = None
     ) -> VerifyReport:

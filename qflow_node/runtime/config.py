@@ -174,7 +174,7 @@ def parse_config(
         work_slots=ex.integer("work_slots", de.work_slots, 1),
         admission_burst=ex.integer("admission_burst", de.admission_burst, 1),
         admission_per_s=ex.number("admission_per_s", de.admission_per_s, 0.001),
-        resume_hold_ms=_resume_hold(ex, ledger_sync),
+        resume_hold_ms=_resume_hold(ex, ledger_sync, heartbeat_interval),
         admins=_admins(data.get("exec", {}).get("admins", []), where("exec", "admins")),
     )
     if overrides.ipfs_api is not None:
@@ -203,9 +203,10 @@ def parse_config(
     )
 
 
-def _resume_hold(section: _Section, sync: HeadsSettings) -> int:
-    """Default: two heads announcements, so a restarted node has heard every holder."""
-    default = int(2000 * sync.announce_interval) + 250
+def _resume_hold(section: _Section, sync: HeadsSettings, heartbeat_s: float) -> int:
+    """Default: two heads announcements (the records missed while down arrive) and three
+    heartbeats (the others count the node alive again before it claims anything)."""
+    default = int(2000 * sync.announce_interval + 3000 * heartbeat_s) + 250
     return section.integer("resume_hold_ms", default, 0)
 
 

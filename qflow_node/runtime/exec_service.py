@@ -183,6 +183,7 @@ class ExecService:
             hold_until = mono_ms() + self.settings.resume_hold_ms
             for replica in resumed:
                 replica.hold_until = hold_until
+                replica.unchecked_heads = True
                 self.replicas[replica.exec] = replica
                 _log().info("exec.resumed", exec=replica.exec.encode(), records=replica.records)
             while True:
@@ -410,8 +411,9 @@ class ExecService:
                 while len(self._done) > _DONE_KEPT:
                     self._done.popitem(last=False)
                 continue
-            if now < replica.hold_until:
-                look_at = min(look_at, replica.hold_until)
+            held = self._held(replica, now)
+            if held is not None:
+                look_at = min(look_at, held)
                 continue
             self._expire_controls(replica, now)
             work = due(replica, wall)
@@ -456,6 +458,19 @@ class ExecService:
                 elif isinstance(decision, Hold):
                     pass  # our renewal task keeps the lease
         return look_at
+
+    def _held(self, replica: Replica, now: int) -> int | None:
+        """When to look again at a replica that must not claim yet (after a restart:
+        the hold, then the check of its own heads), or None if it may."""
+        if now < replica.hold_until:
+            return replica.hold_until
+        if not replica.unchecked_heads:
+            return None
+        replica.unchecked_heads = False
+        replica.hold_until = now + 60 * _IDLE_LOOK_MS  # until the check ends
+        assert self._nursery is not None
+        self._nursery.start_soon(self._settle_own_heads, replica)
+        return replica.hold_until
 
     def _expire_controls(self, replica: Replica, now: int) -> None:
         """Forget queued controls that stopped applying long ago: recorded by another node
@@ -713,25 +728,8 @@ class ExecService:
         concurrent claimers ask each other, and every answer is judged by the same
         claim precedence, so exactly one of them writes. Nodes that do not answer in
         time are passed over (dead, or on the other side of a partition)."""
-        if self.direct is None:
-            return None
-        now = mono_ms()
-        live, members = self._membership(now)
-        others = [n for n in members.get(replica.subnet, ()) if n in live and n != self.me]
-        if not others:
-            return None
         question = encode_dag({"exec": slot.exec, "name": slot.name, "attempt": slot.attempt})
-        answers: list[tuple[str, Any]] = []
-
-        async def ask(node: str) -> None:
-            assert self.direct is not None
-            with contextlib.suppress(RequestError, CodecError):
-                reply = await self.direct.request(node, SLOT_PROTOCOL, question, SLOT_LIMITS)
-                answers.append((node, decode_dag(reply)))
-
-        async with trio.open_nursery() as nursery:
-            for node in others:
-                nursery.start_soon(ask, node)
+        answers = await self._ask_all(replica, question)
         mine = precedence(slot, self.me)
         for node, answer in answers:
             if not isinstance(answer, dict):
@@ -744,11 +742,67 @@ class ExecService:
                     return f"{claimer} claimed the slot too, and wins (asked {node})"
         return None
 
+    async def _settle_own_heads(self, replica: Replica) -> None:
+        """After a restart: drop from the heads a record this node wrote that never left
+        it. A node killed after committing a record locally but before its announcement
+        left the machine holds a record nobody else saw; the others took the slot over
+        and wrote their own. If no peer that answers has it, it was never part of anyone
+        else's ledger: the heads go back to its parents (the block stays, unreferenced),
+        so the ledger does not end up with the slot done twice."""
+        try:
+            for head in replica.heads:
+                record = await trio.to_thread.run_sync(self.ledger.record, head)
+                if record.node != self.me:
+                    continue
+                answers = await self._ask_all(replica, encode_dag({"record": head}))
+                have = [a.get("have") for _, a in answers if isinstance(a, dict)]
+                if have and not any(have):
+                    rewound = await trio.to_thread.run_sync(
+                        self.ledger.rewind, replica.exec, head, record.prev
+                    )
+                    if rewound:
+                        _log().warning(
+                            "exec.rewound",
+                            exec=replica.exec.encode(),
+                            record=head.encode(),
+                            reason=f"none of {len(have)} peers had it: lost with the crash",
+                        )
+            self._refresh(replica.exec)
+        finally:
+            replica.hold_until = 0
+            self.poke()
+
+    async def _ask_all(self, replica: Replica, question: bytes) -> list[tuple[str, Any]]:
+        """(node, decoded answer) from each live node of the subnet that answers a
+        slot-protocol question in time; the others are passed over (dead, or across a
+        partition)."""
+        if self.direct is None:
+            return []
+        # Alive and suspect members alike: a node just back from a restart may still be
+        # suspect here while it already works; asking it is what keeps us both honest.
+        _live, members = self._membership(mono_ms())
+        others = [n for n in members.get(replica.subnet, ()) if n != self.me]
+        answers: list[tuple[str, Any]] = []
+
+        async def ask(node: str) -> None:
+            assert self.direct is not None
+            with contextlib.suppress(RequestError, CodecError):
+                reply = await self.direct.request(node, SLOT_PROTOCOL, question, SLOT_LIMITS)
+                answers.append((node, decode_dag(reply)))
+
+        async with trio.open_nursery() as nursery:
+            for node in others:
+                nursery.start_soon(ask, node)
+        return answers
+
     async def _answer_slot(self, peer: str, request: bytes) -> bytes:
         """What this node knows of a slot: done here, and who holds valid claims."""
         del peer
         try:
             asked = decode_dag(request)
+            if isinstance(asked, dict) and isinstance(asked.get("record"), CID):
+                # "Did my record reach you?" - asked by a node back from a crash.
+                return encode_dag({"have": self.blocks.store.has(asked["record"])})
             slot = Slot(asked["exec"], asked["name"], asked["attempt"])
         except (CodecError, KeyError, TypeError, ValueError):
             return encode_dag({"error": "bad request"})

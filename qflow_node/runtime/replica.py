@@ -56,6 +56,7 @@ class Replica:
     reannounce: dict[Slot, tuple[int, int]] = field(default_factory=dict)
     declined: dict[Slot, int] = field(default_factory=dict)
     hold_until: int = 0  # monotonic ms: watch, do not claim, before (after a restart)
+    unchecked_heads: bool = False  # after a restart: own heads not yet checked with peers
 
     @property
     def started(self) -> bool:
@@ -125,6 +126,10 @@ def refresh(replica: Replica, ledger: LedgerStore) -> bool:
     heads = ledger.heads(replica.exec)
     if set(heads) == set(replica.heads):
         return False
+    if not heads:  # rewound to nothing (its exec.started was lost with a crash)
+        replica.state = eng.initial(replica.ir, replica.exec.encode())
+        replica.heads, replica.records = (), 0
+        return True
     if replica.started and len(heads) == 1 and _extend(replica, ledger, heads[0]):
         return True
     try:

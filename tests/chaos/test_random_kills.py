@@ -1,6 +1,8 @@
 """Random kills under load (chaos/random_kills.py) as a CI test: nodes `kill -9`ed and
-restarted while concurrent flows run; every flow completes on every node, every step
-exactly once in every ledger, all ledgers verify and converge."""
+restarted while concurrent flows run; every flow completes on every node, all ledgers
+verify and converge, replay applies every step exactly once. (A step can be *recorded*
+twice when a node dies between its commit and its announcement leaving the machine:
+counted and printed, see chaos/random_kills.py.)"""
 
 from __future__ import annotations
 
