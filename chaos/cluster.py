@@ -202,12 +202,18 @@ def check_ledger(repo: Path, exec_id: str, *, cli: bool = False) -> LedgerCheck:
 
 
 def converged_ledgers(
-    cluster: Cluster, nodes: Sequence[Node], exec_id: str, timeout: float = BOOT_TIMEOUT
+    cluster: Cluster,
+    nodes: Sequence[Node],
+    exec_id: str,
+    timeout: float = BOOT_TIMEOUT,
+    *,
+    completed: bool = False,
 ) -> dict[str, LedgerCheck]:
-    """`check_ledger` of every node once they all hold the same heads of `exec_id`
-    (bounded: the last checks when `timeout` runs out). Between checks it waits for the
-    next `ledger.merged` of the execution on one of them, at most a second (records
-    merged from gossip log nothing)."""
+    """`check_ledger` of every node once they all hold the same heads of `exec_id` (and,
+    with `completed`, all show it completed; a node restarted after the end learns it
+    from heads announcements). Bounded: the last checks when `timeout` runs out. Between
+    checks it waits for the next `ledger.merged` of the execution on one of them, at
+    most a second (records merged from gossip log nothing)."""
     processes = {node.process for node in nodes}
     deadline = time.monotonic() + timeout
     while True:
@@ -221,7 +227,8 @@ def converged_ledgers(
             }
         checks = {node.name: check_ledger(node.repo, exec_id) for node in nodes}
         remaining = deadline - time.monotonic()
-        if len({c.heads for c in checks.values()}) <= 1 or remaining <= 0:
+        done = not completed or all(c.status == "completed" for c in checks.values())
+        if (done and len({c.heads for c in checks.values()}) <= 1) or remaining <= 0:
             return checks
         with suppress(AssertionError):  # nothing merged within the second: check again
             cluster.processes.wait_any(

@@ -22,12 +22,18 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from chaos.cluster import ROOT, Cluster, LedgerCheck, Node, check_ledger, local_cluster
+from chaos.cluster import (
+    ROOT,
+    Cluster,
+    LedgerCheck,
+    Node,
+    converged_ledgers,
+    local_cluster,
+)
 from qflow_node.runtime.testing import NodeProcess, event_time
 
 FLOW: Final = ROOT / "examples" / "flows" / "spin-chain.yaml"
@@ -116,7 +122,7 @@ def _scenario(cluster: Cluster, rounds: int) -> Outcome:
         assert survivor.process is not None
         event = survivor.process.wait_for("exec.finished", timeout=TIMEOUT, exec=exec_id)
         finished.append(event_time(event))
-    checks = _converged(survivors, exec_id)
+    checks = converged_ledgers(cluster, survivors, exec_id, TIMEOUT)
     codes = cluster.stop_all()
     if any(code != 0 for code in codes.values()):
         raise AssertionError(f"a survivor did not stop cleanly: {codes}")
@@ -133,17 +139,6 @@ def _scenario(cluster: Cluster, rounds: int) -> Outcome:
 
 def _node_of(cluster: Cluster, process: NodeProcess) -> Node:
     return next(n for n in cluster.nodes if n.process is process)
-
-
-def _converged(survivors: list[Node], exec_id: str) -> dict[str, LedgerCheck]:
-    """Ledger checks once every survivor holds the same heads (heads announcements
-    converge them within an interval; bounded)."""
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        checks = {node.name: check_ledger(node.repo, exec_id) for node in survivors}
-        if len({c.heads for c in checks.values()}) == 1 or time.monotonic() > deadline:
-            return checks
-        time.sleep(0.25)  # other processes' ledgers: nothing to wait on
 
 
 def main() -> int:

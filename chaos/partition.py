@@ -21,12 +21,18 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from chaos.cluster import FAST_CONFIG, Cluster, LedgerCheck, Node, check_ledger, local_cluster
+from chaos.cluster import (
+    FAST_CONFIG,
+    Cluster,
+    LedgerCheck,
+    Node,
+    converged_ledgers,
+    local_cluster,
+)
 from chaos.kill_launcher import FLOW, STEPS
 from qflow_node.api.client import call
 from qflow_node.repo import RepoPaths
@@ -91,7 +97,9 @@ def run(root: Path, *, nodes: int = 4) -> Outcome:
             partition(node, [])  # heal: bootstrap and peering reconnect
         cluster.wait_meshed(timeout=TIMEOUT)
         for exec_id in flows:
-            outcome.checks[exec_id] = _converged(cluster, exec_id)
+            outcome.checks[exec_id] = converged_ledgers(
+                cluster, cluster.nodes, exec_id, TIMEOUT, completed=True
+            )
             for name, check in outcome.checks[exec_id].items():
                 if not check.verified or check.status != "completed":
                     outcome.problems.append(f"{exec_id} on {name}: {check}")
@@ -134,18 +142,6 @@ def _wait_suspect(cluster: Cluster, left: list[Node], right: list[Node]) -> None
             assert node.process is not None
             for gone in other:
                 node.process.wait_for("peer.suspect", timeout=TIMEOUT, peer=gone.peer_id)
-
-
-def _converged(cluster: Cluster, exec_id: str) -> dict[str, LedgerCheck]:
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        checks = {n.name: check_ledger(n.repo, exec_id) for n in cluster.nodes}
-        settled = all(c.status == "completed" for c in checks.values())
-        if (settled and len({c.heads for c in checks.values()}) == 1) or (
-            time.monotonic() > deadline
-        ):
-            return checks
-        time.sleep(0.25)  # other processes' ledgers: nothing to wait on
 
 
 def main() -> int:

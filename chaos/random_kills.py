@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from chaos.cluster import Cluster, LedgerCheck, check_ledger, local_cluster
+from chaos.cluster import Cluster, LedgerCheck, converged_ledgers, local_cluster
 from chaos.kill_launcher import FLOW, STEPS
 from qflow_node.runtime.testing import NodeProcess, event_time
 
@@ -83,7 +83,9 @@ def run(root: Path, *, nodes: int = 4, flows: int = 20, kills: int = 4, seed: in
         for exec_id in execs:  # finished somewhere; then every ledger must agree
             cluster.processes.wait_any(_finished(exec_id), TIMEOUT)
         for exec_id in execs:
-            outcome.checks[exec_id] = _converged(cluster, exec_id)
+            outcome.checks[exec_id] = converged_ledgers(
+                cluster, cluster.nodes, exec_id, TIMEOUT, completed=True
+            )
             for name, check in outcome.checks[exec_id].items():
                 if not check.verified or check.status != "completed":
                     outcome.problems.append(f"{exec_id} on {name}: {check}")
@@ -154,20 +156,6 @@ def _resumed(cluster: Cluster, killed_at: float, execs: list[str]) -> float:
                 raise
             continue
         return event_time(event) - killed_at
-
-
-def _converged(cluster: Cluster, exec_id: str) -> dict[str, LedgerCheck]:
-    """Every node's ledger checks, once all are complete and equal (bounded): a node
-    restarted after the flow finished learns it from heads announcements."""
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        checks = {n.name: check_ledger(n.repo, exec_id) for n in cluster.nodes}
-        settled = all(c.status == "completed" for c in checks.values())
-        if settled and len({c.heads for c in checks.values()}) == 1:
-            return checks
-        if time.monotonic() > deadline:
-            return checks
-        time.sleep(0.25)  # other processes' ledgers: nothing to wait on
 
 
 def main() -> int:

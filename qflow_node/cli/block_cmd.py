@@ -18,21 +18,17 @@ from typing import Any, Final
 
 import click
 
-from qflow_node.api.client import call
 from qflow_node.api.errors import (
     STORE_ERROR,
     UNAVAILABLE,
-    ApiError,
-    NodeNotRunning,
-    SocketPathTooLongError,
 )
 from qflow_node.cli.errors import (
     EXIT_CHECK_FAILED,
-    EXIT_USAGE,
     cid_argument,
     fail,
     open_block_store,
 )
+from qflow_node.cli.node_api import call_node
 from qflow_node.cli.options import repo_option
 from qflow_node.codec import (
     CID,
@@ -45,7 +41,6 @@ from qflow_node.codec import (
 )
 from qflow_node.codec.dagjson import DagJsonError, parse_dag_json
 from qflow_node.fsio import atomic_write
-from qflow_node.repo import RepoPaths
 from qflow_node.store import (
     BlockNotFoundError,
     CorruptBlockError,
@@ -190,7 +185,9 @@ def fetch_command(repo: Path, within: float | None, out: Path | None, cid: str) 
     """
     key = cid_argument(cid)
     wait = _FETCH_WAIT_DEFAULT if within is None else within + _FETCH_WAIT_GRACE
-    result = call_node(repo, "block.get", _fetch_params(key, within), timeout=wait)
+    result = call_node(
+        repo, "block.get", _fetch_params(key, within), timeout=wait, refused=_MISSING_CODES
+    )
     data = _block_bytes(key, result)
     if out is None:
         sys.stdout.buffer.write(data)
@@ -214,25 +211,11 @@ def fetch_dag_command(repo: Path, within: float | None, cid: str) -> None:
     (Ctrl-C to stop waiting).
     """
     key = cid_argument(cid)
-    result = call_node(repo, "dag.fetch", _fetch_params(key, within), timeout=None)
+    result = call_node(
+        repo, "dag.fetch", _fetch_params(key, within), timeout=None, refused=_MISSING_CODES
+    )
     summary = {"cid": key.encode(), **result}
     click.echo(json.dumps(summary, separators=(",", ":")))
-
-
-def call_node(
-    repo: Path, method: str, params: dict[str, Any], *, timeout: float | None
-) -> dict[str, Any]:
-    """Call the running node's control API, or exit: 1 if no node runs or the block is
-    missing or bad, 2 for anything else (bad request, node failure, timeout)."""
-    root = repo.expanduser().absolute()
-    try:
-        return call(RepoPaths(root).api_socket, method, params, timeout=timeout, repo=root)
-    except NodeNotRunning as exc:
-        fail(str(exc), EXIT_CHECK_FAILED)
-    except ApiError as exc:
-        fail(exc.message, EXIT_CHECK_FAILED if exc.code in _MISSING_CODES else EXIT_USAGE)
-    except SocketPathTooLongError as exc:
-        fail(str(exc))
 
 
 def _fetch_params(cid: CID, within: float | None) -> dict[str, Any]:

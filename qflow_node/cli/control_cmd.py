@@ -18,32 +18,17 @@ from typing import Final, Literal
 
 import click
 
-from qflow_node.api.client import call
-from qflow_node.api.errors import ApiError, NodeNotRunning, SocketPathTooLongError
-from qflow_node.cli.errors import EXIT_CHECK_FAILED, EXIT_USAGE, fail
+from qflow_node.cli.node_api import call_node, signing_key
 from qflow_node.cli.options import repo_option
 from qflow_node.codec import CID, parse_cid
 from qflow_node.codec.envelope import encode_body
 from qflow_node.codec.envelope_bodies import Control
 from qflow_node.core.envelopes import sign_control
-from qflow_node.identity import SigningKey
-from qflow_node.identity.keys import IdentityError
-from qflow_node.identity.store import load_actor_key, load_node_key
-from qflow_node.repo import RepoError, RepoPaths
 
 Action = Literal["pause", "resume", "abort", "approve", "deny"]
 _TIMEOUT: Final = 10.0
 # Codes meaning "the node understood and said no", not a usage error.
 _REFUSED: Final = frozenset({"rejected", "not_found", "unavailable"})
-
-
-def _actor(repo: Path, name: str | None) -> SigningKey:
-    paths = RepoPaths(repo.expanduser().absolute())
-    try:
-        paths.require_initialised()
-        return load_node_key(paths) if name is None else load_actor_key(paths, name)
-    except (RepoError, IdentityError, OSError) as exc:
-        fail(f"--as {name}: {exc}" if name is not None else str(exc), EXIT_USAGE)
 
 
 def _exec(text: str) -> CID:
@@ -54,7 +39,7 @@ def _exec(text: str) -> CID:
 
 
 def _send(repo: Path, actor: str | None, exec_text: str, action: Action, step: str | None) -> None:
-    key = _actor(repo, actor)
+    key = signing_key(repo, actor)
     unsigned = Control(
         exec=_exec(exec_text),
         action=action,
@@ -65,18 +50,14 @@ def _send(repo: Path, actor: str | None, exec_text: str, action: Action, step: s
         sig=bytes(64),
     )
     body = base64.b64encode(encode_body(sign_control(key, unsigned))).decode()
-    root = repo.expanduser().absolute()
-    try:
-        result = call(
-            RepoPaths(root).api_socket, "control", {"body_b64": body}, timeout=_TIMEOUT, repo=root
-        )
-    except NodeNotRunning as exc:
-        fail(str(exc), EXIT_CHECK_FAILED)
-    except ApiError as exc:
-        code = EXIT_CHECK_FAILED if exc.code in _REFUSED else EXIT_USAGE
-        fail(f"{action} refused: {exc.message}", code)
-    except SocketPathTooLongError as exc:
-        fail(str(exc), EXIT_USAGE)
+    result = call_node(
+        repo,
+        "control",
+        {"body_b64": body},
+        timeout=_TIMEOUT,
+        refused=_REFUSED,
+        say=lambda exc: f"{action} refused: {exc.message}",
+    )
     again = " (already given)" if result.get("duplicate") else ""
     target = f"{exec_text} {step}" if step else exec_text
     click.echo(f"{action}: {target}: accepted by the node{again}", err=True)

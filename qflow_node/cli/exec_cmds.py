@@ -25,17 +25,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from qflow_node.api.client import call
 from qflow_node.api.errors import (
     NOT_FOUND,
-    TIMEOUT,
-    ApiError,
-    NodeNotRunning,
-    SocketPathTooLongError,
 )
-from qflow_node.cli.errors import EXIT_CHECK_FAILED, EXIT_USAGE, cid_argument, fail
+from qflow_node.cli.errors import EXIT_CHECK_FAILED, cid_argument, fail
+from qflow_node.cli.node_api import call_node
 from qflow_node.cli.options import repo_option
-from qflow_node.repo import RepoPaths
 
 TERMINAL: Final = frozenset({"completed", "failed", "aborted"})
 _CALL_TIMEOUT: Final = 30.0  # seconds for one API call
@@ -74,17 +69,7 @@ def _call(
 ) -> Any:
     """The node's answer, or exit: 1 no node running or unknown execution, 2 otherwise.
     `patient`: a node too busy to answer in time is asked again (None), not given up on."""
-    root = repo.expanduser().absolute()
-    try:
-        return call(RepoPaths(root).api_socket, method, params, timeout=timeout, repo=root)
-    except NodeNotRunning as exc:
-        fail(str(exc), EXIT_CHECK_FAILED)
-    except ApiError as exc:
-        if patient and exc.code == TIMEOUT:
-            return None
-        fail(exc.message, EXIT_CHECK_FAILED if exc.code == NOT_FOUND else EXIT_USAGE)
-    except SocketPathTooLongError as exc:
-        fail(str(exc))
+    return call_node(repo, method, params, timeout=timeout, refused={NOT_FOUND}, patient=patient)
 
 
 def _exec_id(text: str) -> str:

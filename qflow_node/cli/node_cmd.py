@@ -14,8 +14,8 @@ from typing import Final
 import click
 import trio
 
-from qflow_node.cli.block_cmd import call_node
 from qflow_node.cli.errors import EXIT_USAGE, fail
+from qflow_node.cli.node_api import call_node
 from qflow_node.cli.options import repo_option
 from qflow_node.identity import SigningKey
 from qflow_node.identity.store import KeyFileError, load_node_key

@@ -21,27 +21,22 @@ from typing import Any, Final, NoReturn
 
 import click
 
-from qflow_node.api.client import call
 from qflow_node.api.errors import (
     API_VERSION,
     BAD_REQUEST,
     MAX_REQUEST_LINE,
     UNAVAILABLE,
     ApiError,
-    NodeNotRunning,
-    SocketPathTooLongError,
 )
 from qflow_node.cli.errors import EXIT_CHECK_FAILED, fail, open_block_store
 from qflow_node.cli.flowfile import load_flow_or_exit
+from qflow_node.cli.node_api import call_node, signing_key
 from qflow_node.cli.options import repo_option
 from qflow_node.cli.run_cmd import _inputs as merge_inputs
 from qflow_node.codec import Block
 from qflow_node.core.engine.records import json_block
 from qflow_node.core.flow.values import duration_ms
 from qflow_node.core.submission import NONCE_LEN, PRIORITIES, Priority, build_submission
-from qflow_node.identity.keys import IdentityError, SigningKey
-from qflow_node.identity.store import load_actor_key, load_node_key
-from qflow_node.repo import RepoError, RepoPaths
 from qflow_node.store import BlockStore
 
 # What the node answers with when it refuses the submission itself (exit 1), as
@@ -73,15 +68,6 @@ def _input_file(path: Path | None) -> dict[str, Any]:
 
 def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
-
-
-def _submitter(repo: Path, actor: str | None) -> SigningKey:
-    paths = RepoPaths(repo.expanduser().absolute())
-    try:
-        paths.require_initialised()
-        return load_node_key(paths) if actor is None else load_actor_key(paths, actor)
-    except (RepoError, IdentityError, OSError) as exc:
-        fail(f"--as {actor}: {exc}" if actor is not None else str(exc))
 
 
 def _deadline(text: str | None, ts: int) -> int | None:
@@ -120,23 +106,15 @@ def _payload(required: list[Block], optional: list[Block]) -> list[dict[str, str
 
 
 def _call_submit(repo: Path, wire: list[dict[str, str]]) -> dict[str, Any]:
-    root = repo.expanduser().absolute()
-    try:
-        return call(
-            RepoPaths(root).api_socket,
-            "submit",
-            {"blocks": wire},
-            timeout=_SUBMIT_TIMEOUT,
-            repo=root,
-        )
-    except NodeNotRunning as exc:
-        fail(str(exc), EXIT_CHECK_FAILED)
-    except ApiError as exc:
+    def say(exc: ApiError) -> str:
         if exc.code in _REFUSED:
-            fail(f"the node refused the submission ({exc.code}): {exc.message}", EXIT_CHECK_FAILED)
-        fail(f"submit failed ({exc.code}): {exc.message}")
-    except SocketPathTooLongError as exc:
-        fail(str(exc))
+            return f"the node refused the submission ({exc.code}): {exc.message}"
+        return f"submit failed ({exc.code}): {exc.message}"
+
+    result: dict[str, Any] = call_node(
+        repo, "submit", {"blocks": wire}, timeout=_SUBMIT_TIMEOUT, refused=_REFUSED, say=say
+    )
+    return result
 
 
 @click.command(
@@ -187,7 +165,7 @@ def submit_command(
 ) -> None:
     """Submit the flow in FLOW to the subnet through the running node; print the exec id."""
     inputs = {**_input_file(input_file), **merge_inputs(pairs, inputs_json)}
-    key = _submitter(repo, actor)
+    key = signing_key(repo, actor)
     ts = time.time_ns() // 1_000_000
     deadline_ms = _deadline(deadline, ts)
     # Compiled into the repo's store: the node reads sub-flows and modules from it.

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Final, cast
 
 import trio
-from libp2p.abc import IHost, INetStream, ISubscriptionAPI
+from libp2p.abc import IHost, INetStream
 from libp2p.network.stream.exceptions import StreamClosed, StreamReset
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
@@ -134,17 +134,15 @@ class Gossip:
 
     def __init__(
         self,
-        pubsub: Pubsub,
+        pubsub: QflowPubsub,
         router: GossipSub,
         settings: GossipSettings,
-        nursery: trio.Nursery,
         stats: GossipStats | None = None,
     ) -> None:
         self.pubsub = pubsub
         self.router = router
         self.settings = settings
         self.stats = stats if stats is not None else GossipStats()
-        self._nursery = nursery
         self._published: deque[float] = deque()
         self._stalled: set[ID] = set()  # peers we stopped waiting for (see _wait_for_room)
 
@@ -177,12 +175,8 @@ class Gossip:
         """
         self.set_validator(topic, validator)
         send, receive = trio.open_memory_channel[GossipMessage](self.settings.subscription_buffer)
-        if isinstance(self.pubsub, QflowPubsub):
-            self.pubsub.sinks[topic] = self._sink(topic, send)
-            await self.pubsub.subscribe(topic)
-        else:  # a plain Pubsub: drain its queue into ours
-            subscription = await self.pubsub.subscribe(topic)
-            self._nursery.start_soon(self._drain, topic, subscription, send)
+        self.pubsub.sinks[topic] = self._sink(topic, send)
+        await self.pubsub.subscribe(topic)
         return receive
 
     def _sink(
@@ -277,30 +271,6 @@ class Gossip:
                 self._published.append(now)
                 return
             await trio.sleep(self._published[0] + _PACE_WINDOW - now)
-
-    async def _drain(
-        self,
-        topic: str,
-        subscription: ISubscriptionAPI,
-        send: trio.MemorySendChannel[GossipMessage],
-    ) -> None:
-        stats = self.stats
-        async with send:
-            while True:
-                try:
-                    msg = await subscription.get()
-                except (trio.EndOfChannel, trio.ClosedResourceError):
-                    return
-                message = GossipMessage(topic, msg.data, ID(msg.from_id).to_base58(), msg.seqno)
-                try:
-                    send.send_nowait(message)
-                except trio.WouldBlock:
-                    stats.buffer_dropped += 1
-                    _log_drop("gossip.dropped", stats.buffer_dropped, topic=topic)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return  # the consumer went away
-                else:
-                    stats.delivered += 1
 
 
 def _log_drop(event: str, count: int, **fields: Any) -> None:
@@ -568,8 +538,4 @@ async def open_gossip(host: IHost, settings: GossipSettings | None = None) -> As
     )
     async with background_trio_service(pubsub), background_trio_service(router):
         await pubsub.wait_until_ready()
-        async with trio.open_nursery() as nursery:
-            try:
-                yield Gossip(pubsub, router, settings, nursery, stats)
-            finally:
-                nursery.cancel_scope.cancel()
+        yield Gossip(pubsub, router, settings, stats)
