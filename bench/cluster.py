@@ -1,7 +1,7 @@
 """Cluster benchmark: a flow's end-to-end latency, per-step overhead, throughput and
 recovery from a killed launcher, on 3 real `qflow node run` processes on loopback.
 
-    .venv/bin/python bench/cluster.py [--quick] [--skip-kills]
+    .venv/bin/python bench/cluster.py [--quick] [--skip-kills] [--runs N] [--flows N]
 
 Figures (prints, asserts nothing; every wait is bounded and driven by the nodes' JSON
 log lines):
@@ -48,7 +48,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -547,11 +547,17 @@ def main(argv: Sequence[str] | None = None) -> Figures:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs (a smoke test)")
     parser.add_argument("--skip-kills", action="store_true", help="no launcher kills")
+    parser.add_argument("--runs", type=int, help="sequential runs (default 30, quick 5)")
+    parser.add_argument("--flows", type=int, help="concurrent flows (default 100, quick 15)")
     args = parser.parse_args(argv)
     configure_logging(level="WARNING")  # no sandbox lines among the figures
-    if args.quick:
-        return run(Options.quick(skip_kills=args.skip_kills))
-    return run(Options(skip_kills=args.skip_kills))
+    options = Options.quick(skip_kills=args.skip_kills) if args.quick else Options()
+    options = replace(options, skip_kills=args.skip_kills)
+    if args.runs is not None:
+        options = replace(options, runs=args.runs)
+    if args.flows is not None:
+        options = replace(options, flows=args.flows)
+    return run(options)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,8 @@ class Cluster:
             args += ["--subnet", subnet]
         for other in self.running():
             args += ["--bootstrap", other.addr]
-        node.process = self.processes(*args)
+        runs = sum(1 for _ in self.root.glob(f"{node.name}.*.log"))
+        node.process = self.processes(*args, log_file=self.root / f"{node.name}.{runs}.log")
         ready = node.process.wait_for("ready", timeout=BOOT_TIMEOUT)
         node.peer_id, node.addr = ready["peer_id"], ready["listen"][0]
 

@@ -115,8 +115,21 @@ def _wait_for_work(cluster: Cluster, execs: list[str]) -> bool:
             and event.get("slot") in STEPS
         )
 
-    cluster.processes.wait_any(claimed, TIMEOUT, since=time.time() - 0.5)
-    return True
+    since = time.time() - 0.5
+    deadline = time.monotonic() + TIMEOUT
+    while True:  # the last work may finish without another claim: look again every 5 s
+        try:
+            cluster.processes.wait_any(claimed, 5.0, since=since)
+        except AssertionError:
+            pending = _pending(cluster, execs)
+            if not pending:
+                return False
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"no claim within {TIMEOUT}s while {len(pending)} flows are unfinished"
+                ) from None
+        else:
+            return True
 
 
 def _pending(cluster: Cluster, execs: list[str]) -> set[str]:

@@ -35,6 +35,7 @@ from qflow_node.core.ledger import (
     SignatureChecker,
     SignatureItem,
     VerifyReport,
+    antichain,
     check_signatures,
     decode_record,
     new_record,
@@ -217,7 +218,13 @@ class LedgerStore:
             current = self.heads(exec)
             if head not in current:
                 return False
-            heads = list(dict.fromkeys([*(h for h in current if h != head), *parents]))
+            # The parents may lie under another head (merged since): keep the antichain.
+            heads = antichain(
+                [*(h for h in current if h != head), *parents],
+                lambda cid: self.record(cid).clock,
+                lambda cid: self.record(cid).prev,
+                lambda cid: self.record(cid).node,
+            )
             if heads:
                 self._write_heads(exec, heads)
             else:  # the lost record was exec.started: no record of it remains here

@@ -1,5 +1,6 @@
 """`debug.partition`: cut this node off from some peers (tests and chaos scenarios only;
-served only when `[debug] partition_api = true` - never on a production node)."""
+served only when `[debug] partition_api = true` - never on a production node).
+`debug.tasks`: where each trio task of the node waits (always served; read-only)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from qflow_node.api.errors import BAD_REQUEST, ApiError
 from qflow_node.api.params import expect
 from qflow_node.api.server import Handler
 from qflow_node.net.partition import Partition
+from qflow_node.runtime.task_dump import task_tree
 
 
 def debug_methods(partition: Partition) -> dict[str, Handler]:
@@ -27,3 +29,13 @@ def debug_methods(partition: Partition) -> dict[str, Handler]:
         return {"blocked": sorted(p.to_base58() for p in blocked)}
 
     return {"debug.partition": set_partition}
+
+
+def task_methods() -> dict[str, Handler]:
+    """`debug.tasks`: where every trio task waits (a live node's hang, diagnosed)."""
+
+    async def tasks(params: dict[str, Any]) -> dict[str, Any]:
+        expect(params, "debug.tasks")
+        return {"tasks": task_tree()}
+
+    return {"debug.tasks": tasks}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, Final, Generic, TypeVar
@@ -31,6 +31,7 @@ from qflow_node.runtime.exec_view import (
     is_terminal,
     pending_view,
     record_json,
+    rejected_view,
 )
 from qflow_node.runtime.replay import ReplayError
 from qflow_node.store import StoreError
@@ -44,16 +45,30 @@ INVALID: Final = "invalid"  # exec.list status of a ledger that cannot be replay
 _T = TypeVar("_T")
 
 
-def exec_methods(ledger: LedgerStore, *, active: Callable[[], Sequence[CID]]) -> dict[str, Handler]:
+Rejection = Mapping[str, str]  # `reason`, `message`, `by`: a refused submission
+
+
+def _never_rejected(_exec: CID) -> Rejection | None:
+    return None
+
+
+def exec_methods(
+    ledger: LedgerStore,
+    *,
+    active: Callable[[], Sequence[CID]],
+    rejected: Callable[[CID], Rejection | None] = _never_rejected,
+) -> dict[str, Handler]:
     """The execution methods over the node's ledger; `active()` names the executions the
-    node is driving now (called on the trio thread: it may read the runtime's state)."""
+    node is driving now, `rejected(exec)` why a submission was refused, if it was (both
+    called on the trio thread: they may read the runtime's state)."""
     views = _Views(ledger)
 
     async def exec_status(params: dict[str, Any]) -> dict[str, Any]:
         expect(params, "exec.status", "exec")
         exec = cid_param(params, "exec")
         driving = exec in set(active())
-        return await trio.to_thread.run_sync(views.status, exec, driving)
+        refused = None if driving else rejected(exec)
+        return await trio.to_thread.run_sync(views.status, exec, driving, refused)
 
     async def exec_list(params: dict[str, Any]) -> dict[str, Any]:
         expect(params, "exec.list", "all")
@@ -71,7 +86,8 @@ def exec_methods(ledger: LedgerStore, *, active: Callable[[], Sequence[CID]]) ->
         if isinstance(after, bool) or not isinstance(after, int) or after < -1:
             raise ApiError(BAD_REQUEST, "params.after must be a record index (an integer >= -1)")
         driving = exec in set(active())
-        return await trio.to_thread.run_sync(views.records, exec, after, driving)
+        refused = None if driving else rejected(exec)
+        return await trio.to_thread.run_sync(views.records, exec, after, driving, refused)
 
     return {"exec.status": exec_status, "exec.list": exec_list, "exec.records": exec_records}
 
@@ -110,20 +126,27 @@ class _Views:
         self._views: _Cache[dict[str, Any]] = _Cache(_CACHED_VIEWS)
         self._ledgers: _Cache[list[tuple[CID, Record]]] = _Cache(_CACHED_LEDGERS)
 
-    def status(self, exec: CID, driving: bool) -> dict[str, Any]:
+    def status(self, exec: CID, driving: bool, refused: Rejection | None = None) -> dict[str, Any]:
         with _ledger_errors(exec):
             heads = self.ledger.heads(exec)
             if not heads:
+                # A ledger or a replica wins over a rejection: a peer's is only advisory.
                 if driving:
                     return pending_view(self.ledger, exec)
+                if refused is not None:
+                    return rejected_view(
+                        exec, reason=refused["reason"], message=refused["message"], by=refused["by"]
+                    )
                 raise _not_found(exec)
             try:
                 return self._views.get(exec, heads, partial(exec_view, self.ledger, exec))
             except ExecNotFoundError:
                 raise _not_found(exec) from None
 
-    def records(self, exec: CID, after: int, driving: bool) -> dict[str, Any]:
-        view = self.status(exec, driving)
+    def records(
+        self, exec: CID, after: int, driving: bool, refused: Rejection | None = None
+    ) -> dict[str, Any]:
+        view = self.status(exec, driving, refused)
         with _ledger_errors(exec):
             heads = self.ledger.heads(exec)
             ordered = (

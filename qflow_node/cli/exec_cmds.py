@@ -5,9 +5,10 @@ Imports stay light (the API client, click, rich): these commands poll a node, th
 never load the engine, libp2p or wasmtime.
 
 Exit codes: watch (and logs --follow) 0 the execution completed, 1 it failed or was
-aborted, --timeout passed, the node does not know the execution, or no node is running;
-status and logs 0 shown, 1 unknown execution or no node running; all 2 usage or a
-failed call.
+aborted, its submission was rejected, --timeout passed, the node does not know the
+execution, or no node is running; status 0 shown, 1 a rejected submission, unknown
+execution or no node running; logs 0 shown, 1 unknown execution or no node running;
+all 2 usage or a failed call.
 """
 
 from __future__ import annotations
@@ -32,13 +33,15 @@ from qflow_node.cli.errors import EXIT_CHECK_FAILED, cid_argument, fail
 from qflow_node.cli.node_api import call_node
 from qflow_node.cli.options import repo_option
 
-TERMINAL: Final = frozenset({"completed", "failed", "aborted"})
+TERMINAL: Final = frozenset({"completed", "failed", "aborted", "rejected"})
+REJECTED: Final = "rejected"  # the submission was refused: there is no execution
 _CALL_TIMEOUT: Final = 30.0  # seconds for one API call
 _SUMMARY_CHARS: Final = 100  # of a payload in a log line
 _STYLE: Final = {
     "completed": "green",
     "failed": "red",
     "aborted": "red",
+    "rejected": "red",
     "retry": "yellow",
     "started": "cyan",
     "running": "cyan",
@@ -225,7 +228,11 @@ class _LiveTable:
         self.live.update(steps_table(status), refresh=True)
 
 
-@click.command("watch")
+@click.command(
+    "watch",
+    epilog="Exit codes: 0 completed; 1 failed, aborted, rejected (an invalid submission), "
+    "--timeout passed, unknown execution or no node running; 2 usage or a failed call.",
+)
 @repo_option
 @_interval_option
 @click.option(
@@ -244,8 +251,8 @@ def watch_command(
 
     On a terminal: a table of its steps (status, node, attempt, duration). Otherwise, or
     with --json: a line (a JSON object) per change, then the result (the final
-    `exec.status` object). Exit 0 if it completed, 1 if it failed, was aborted or
-    --timeout passed.
+    `exec.status` object). Exit 0 if it completed, 1 if it failed, was aborted,
+    its submission was rejected (the reason is shown) or --timeout passed.
     """
     exec = _exec_id(exec_text)
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -281,15 +288,24 @@ def _print_result(status: dict[str, Any]) -> None:
     """As `qflow run`: the output on stdout, the verdict (and error) on stderr."""
     if status["status"] == "completed":
         click.echo(json.dumps(status["output"], ensure_ascii=False, indent=2))
-    click.echo(f"exec {status['exec']}: {status['status']}", err=True)
+    click.echo(f"exec {status['exec']}: {status['status']}{_rejected_by(status)}", err=True)
     if status["error"]:
         click.echo(f"error: {_error_text(status['error'])}", err=True)
+
+
+def _rejected_by(status: dict[str, Any]) -> str:
+    """` by …abcdef` for a rejected submission: which node refused it."""
+    return f" by {short_peer(status.get('by'))}" if status["status"] == REJECTED else ""
 
 
 # -- qflow status ---------------------------------------------------------------------------
 
 
-@click.command("status")
+@click.command(
+    "status",
+    epilog="Exit codes: 0 shown; 1 a rejected submission (shown, with the reason), unknown "
+    "execution or no node running; 2 usage or a failed call.",
+)
 @repo_option
 @click.option(
     "--all", "show_all", is_flag=True, help="Every execution this node holds, however old."
@@ -298,7 +314,7 @@ def _print_result(status: dict[str, Any]) -> None:
 @click.argument("exec_text", metavar="[EXEC]", required=False)
 def status_command(repo: Path, show_all: bool, as_json: bool, exec_text: str | None) -> None:
     """Without EXEC: the executions the node is running or finished in the last hour.
-    With EXEC: that execution's status and steps."""
+    With EXEC: that execution's status and steps, or why its submission was rejected."""
     if exec_text is None:
         listing = _call(repo, "exec.list", {"all": show_all})
         if as_json:
@@ -313,6 +329,8 @@ def status_command(repo: Path, show_all: bool, as_json: bool, exec_text: str | N
         click.echo(_compact(status))
     else:
         _print_status(status)
+    if status["status"] == REJECTED:  # no execution exists: as for an unknown one
+        raise SystemExit(EXIT_CHECK_FAILED)
 
 
 def _print_listing(rows: list[dict[str, Any]]) -> None:
@@ -335,7 +353,7 @@ def _print_status(status: dict[str, Any]) -> None:
     for name, value in (
         ("exec", status["exec"]),
         ("flow", status["flow"] or "-"),
-        ("status", status["status"]),
+        ("status", status["status"] + _rejected_by(status)),
         ("records", status["records"]),
         ("started", format_ts(status["started_at"])),
         ("finished", format_ts(status["finished_at"]) + took),

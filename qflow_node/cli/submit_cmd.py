@@ -25,6 +25,7 @@ from qflow_node.api.errors import (
     API_VERSION,
     BAD_REQUEST,
     MAX_REQUEST_LINE,
+    REJECTED,
     UNAVAILABLE,
     ApiError,
 )
@@ -41,7 +42,7 @@ from qflow_node.store import BlockStore
 
 # What the node answers with when it refuses the submission itself (exit 1), as
 # opposed to a failed call (exit 2).
-_REFUSED: Final = frozenset({BAD_REQUEST, UNAVAILABLE})
+_REFUSED: Final = frozenset({BAD_REQUEST, REJECTED, UNAVAILABLE})
 _MAX_INPUT_FILE: Final = 1 << 20
 _SUBMIT_TIMEOUT: Final = 60.0
 

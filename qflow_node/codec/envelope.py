@@ -36,6 +36,7 @@ KIND_MAX_SIZE: Final[Mapping[str, int]] = {
     "heartbeat": 4 << 10,
     "claim": 2 << 10,
     "control": 4 << 10,
+    "rejection": 4 << 10,
     "heads": 64 << 10,
     "submission": MAX_ENVELOPE_SIZE,
     "record": MAX_ENVELOPE_SIZE,
@@ -49,6 +50,7 @@ CHANNEL_OF: Final[Mapping[str, str]] = {
     "record": "exec",
     "heads": "exec",
     "control": "exec",
+    "rejection": "flows",  # where the submitter published, so it hears the answer there
 }
 _SUBNET: Final = re.compile(SUBNET_PATTERN)
 _MAP6: Final = 0x86  # msgpack fixmap with 6 entries

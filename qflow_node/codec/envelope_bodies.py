@@ -26,6 +26,7 @@ MAX_HEADS: Final = 1024
 MAX_INLINE_BLOCKS: Final = 8
 MAX_LEASE_MS: Final = 600_000
 MAX_RANK: Final = 1023
+MAX_REJECTION_MESSAGE: Final = 512  # characters: a reason for people, not a dump
 LOAD_SCALE: Final = 1000  # load is in permille: 0 idle … 1000 saturated
 # As net/topics.py: no `/` (topic names) and no NUL (signing message). `\Z`, not `$`:
 # Python's `$` also matches before a trailing newline.
@@ -33,6 +34,9 @@ SUBNET_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,63}\Z"
 CONTROL_SIG_DOMAIN: Final = b"qflow/control/v1\x00"
 CONTROL_ACTIONS: Final = ("pause", "resume", "abort", "approve", "deny")
 STEP_ACTIONS: Final = frozenset({"approve", "deny"})
+# No C0/C1 control characters: a rejection's message ends up on other people's
+# terminals (`qflow watch`), where escape sequences must not get through.
+PRINTABLE_PATTERN: Final = r"^[^\x00-\x1f\x7f-\x9f]*\Z"
 
 # A peer id is 52 characters and a did:key 56; the identity layer checks the key itself.
 PeerId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -48,6 +52,11 @@ U32 = Annotated[int, msgspec.Meta(ge=0, le=MAX_U32)]
 U63 = Annotated[int, msgspec.Meta(ge=0, le=MAX_U63)]
 Signature = Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
 Nonce = Annotated[bytes, msgspec.Meta(min_length=8, max_length=32)]
+ReasonCode = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,31}\Z")]
+RejectionMessage = Annotated[
+    str,
+    msgspec.Meta(min_length=1, max_length=MAX_REJECTION_MESSAGE, pattern=PRINTABLE_PATTERN),
+]
 
 
 def _dag_cbor_link(cid: CID, what: str) -> None:
@@ -162,7 +171,19 @@ class Control(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             )
 
 
-Body = Heartbeat | Submission | Claim | RecordAnnouncement | Heads | Control
+class Rejection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Why a node refused submission `exec` (advisory: tells the submitter, changes
+    nothing for the nodes; docs/protocol.md, "Rejections")."""
+
+    exec: CID  # the submission's CID, as the refused `submission` envelope named it
+    reason: ReasonCode  # stable code, e.g. bad_inputs (docs/submission.md)
+    message: RejectionMessage  # for people; may change between versions
+
+    def __post_init__(self) -> None:
+        _dag_cbor_link(self.exec, "exec")
+
+
+Body = Heartbeat | Submission | Claim | RecordAnnouncement | Heads | Control | Rejection
 
 BODY_TYPES: Final[dict[str, type[Body]]] = {
     "heartbeat": Heartbeat,
@@ -171,6 +192,7 @@ BODY_TYPES: Final[dict[str, type[Body]]] = {
     "record": RecordAnnouncement,
     "heads": Heads,
     "control": Control,
+    "rejection": Rejection,
 }
 KIND_OF: Final[dict[type[Body], str]] = {t: k for k, t in BODY_TYPES.items()}
 

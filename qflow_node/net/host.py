@@ -22,10 +22,10 @@ from libp2p.network.config import ConnectionConfig
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
-from libp2p.stream_muxer.yamux.yamux import Yamux
 from multiaddr import Multiaddr
 
 from qflow_node.identity import SigningKey
+from qflow_node.net.yamux import QflowYamux, use_qflow_yamux
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +63,15 @@ def build_host(
     """A host for `key`; start it with `async with host.run(listen_addrs=listen)`."""
     pair = key_pair(key)
     noise = NoiseTransport(pair, noise_privkey=create_x25519_key_pair().private_key)
-    return new_host(
+    host = new_host(
         key_pair=pair,
         sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
-        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): QflowYamux},
         listen_addrs=list(listen),
         connection_config=(limits or ConnectionLimits()).to_libp2p(),
     )
+    use_qflow_yamux(host)
+    return host
 
 
 def listening_on(host: IHost, wanted: Sequence[Multiaddr]) -> tuple[list[Multiaddr], list[str]]:

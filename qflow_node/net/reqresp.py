@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Final
 
+import trio
 from libp2p.abc import IHost
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
@@ -26,6 +28,8 @@ from libp2p.request_response.exceptions import (
     RequestResponseError,
     RequestTimeoutError,
 )
+
+_CLOSE_GRACE: Final = 0.5  # s past the exchange's timeout for closing the stream
 
 Handler = Callable[[str, bytes], Awaitable[bytes]]
 """Serves one request: (requesting peer id, request bytes) -> response bytes."""
@@ -60,6 +64,7 @@ class Direct:
     """Request/response protocols on one host."""
 
     def __init__(self, host: IHost) -> None:
+        self.host = host
         self._rr = RequestResponse(host)
         self._codec = BytesCodec()
 
@@ -81,15 +86,23 @@ class Direct:
     async def request(
         self, peer: str, protocol: str, payload: bytes, limits: Limits | None = None
     ) -> bytes:
-        """Send `payload` to `peer` (base58 peer id, already known to the peer store)."""
+        """Send `payload` to `peer` (base58 peer id, already known to the peer store).
+        Bounded as a whole: py-libp2p's timeout covers the exchange but not closing or
+        resetting the stream afterwards, which can wait on a congested connection."""
+        limits = limits or Limits()
         try:
-            return await self._rr.send_request(
-                ID.from_base58(peer),
-                [TProtocol(protocol)],
-                payload,
-                self._codec,
-                (limits or Limits()).to_libp2p(),
-            )
+            with trio.fail_after(limits.timeout + _CLOSE_GRACE):
+                return await self._rr.send_request(
+                    ID.from_base58(peer),
+                    [TProtocol(protocol)],
+                    payload,
+                    self._codec,
+                    limits.to_libp2p(),
+                )
+        except trio.TooSlowError:
+            raise RequestError(
+                "timeout", f"{protocol} to {peer}: no answer (or no close) in {limits.timeout} s"
+            ) from None
         except RequestTimeoutError as exc:
             raise RequestError("timeout", f"{protocol} to {peer}: {exc}") from exc
         except MessageTooLargeError as exc:

@@ -19,21 +19,21 @@ from __future__ import annotations
 import signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import trio
 from libp2p.abc import IHost
 
 from qflow_node.api.control_methods import Steer, control_methods
-from qflow_node.api.debug_methods import debug_methods
+from qflow_node.api.debug_methods import debug_methods, task_methods
 from qflow_node.api.errors import REJECTED, ApiError, SocketPathTooLongError
 from qflow_node.api.exec_methods import exec_methods
 from qflow_node.api.methods import Submit, node_methods
 from qflow_node.api.server import ApiSocketInUseError, Handler, serve_api
 from qflow_node.codec import CID, Block
-from qflow_node.codec.envelope_bodies import Control, Heads
-from qflow_node.core.envelopes import Rejected, open_envelope
+from qflow_node.codec.envelope_bodies import Control, Heads, Rejection
+from qflow_node.core.envelopes import Rejected
 from qflow_node.core.submission import SubmissionError
 from qflow_node.identity import SigningKey
 from qflow_node.ledger_store import LedgerStore
@@ -180,9 +180,6 @@ async def _run(
             advertise=lambda: advertised_addrs(host),
             on_heard=peering.hint,
         )
-        heads = HeadsService(
-            key, gossip, blocks, ledger, subnets=config.subnets, settings=config.ledger_sync
-        )
         execs = ExecService(
             key,
             gossip,
@@ -194,14 +191,27 @@ async def _run(
             subnets=config.subnets,
             settings=config.exec,
         )
+        heads = HeadsService(
+            key,
+            gossip,
+            blocks,
+            ledger,
+            subnets=config.subnets,
+            settings=config.ledger_sync,
+            withhold=execs.withholds,
+            on_merged=execs.ledger_merged,
+        )
         rejections = Rejections()
         parts = _Parts(key, host, config, bitswap, gossip, membership, heads, rejections, execs)
         with stop.boot_phase() as phase:
             methods = {
                 **node_methods(blocks, status=parts.status, submit=_submitter(execs)),
                 **control_methods(_steerer(execs)),
-                **exec_methods(ledger, active=lambda: list(execs.replicas)),
+                **exec_methods(
+                    ledger, active=lambda: list(execs.replicas), rejected=execs.rejection
+                ),
                 **(debug_methods(partition) if config.partition_api else {}),
+                **task_methods(),
             }
             await _serve_api(services, paths, methods)
             await _join_subnets(
@@ -209,7 +219,7 @@ async def _run(
                 config.subnets,
                 wiring.validator_for or rejections.validator,
                 services,
-                Consumers(membership, heads, execs),
+                Consumers(membership, heads, execs, rejections),
             )
             probes.append(check_bitswap(host))
             probes += check_libp2p(host, gossip, config.listen, wiring.required_protocols)
@@ -313,7 +323,8 @@ class Consumers:
 
     membership: MembershipService  # nodes: heartbeats
     heads: HeadsService  # exec: heads announcements
-    execs: ExecService  # flows: submissions; exec: claims, records
+    execs: ExecService  # flows: submissions, rejections; exec: claims, records
+    envelopes: Rejections = field(default_factory=Rejections)  # validated: opened already
 
 
 async def _join_subnets(
@@ -341,15 +352,17 @@ async def _dispatch(
     messages: trio.MemoryReceiveChannel[GossipMessage],
     consumers: Consumers,
 ) -> None:
-    # The validator verified each message already; opening again yields the typed body
-    # (one more Ed25519 verify; cheap next to what handling the message costs).
+    # The validator verified each message already and kept it opened (with a custom
+    # validator, it is opened here).
     async with messages:
         async for message in messages:
-            opened = open_envelope(message.data, subnet=subnet, channel=kind)
+            opened = consumers.envelopes.opened(message.data, subnet=subnet, kind=kind)
             if isinstance(opened, Rejected):
                 continue
             if isinstance(opened.body, Heads):
                 consumers.heads.heard(opened)
+            elif isinstance(opened.body, Rejection):
+                consumers.execs.heard_rejection(subnet, opened)
             else:
                 consumers.execs.heard(subnet, opened)
 

@@ -26,6 +26,7 @@ wrote `exec.started` - has no other role: killing it only lapses the leases it h
 from __future__ import annotations
 
 import contextlib
+import heapq
 import time
 from collections import OrderedDict
 from collections.abc import Coroutine, Mapping, Sequence
@@ -38,8 +39,10 @@ from qflow_node.codec import CID, Block, CodecError, decode_dag, encode_dag
 from qflow_node.codec.envelope_bodies import Claim as ClaimBody
 from qflow_node.codec.envelope_bodies import Control as ControlBody
 from qflow_node.codec.envelope_bodies import InlineBlock, RecordAnnouncement
+from qflow_node.codec.envelope_bodies import Rejection as RejectionBody
 from qflow_node.codec.envelope_bodies import Submission as SubmissionBody
 from qflow_node.core import engine as eng
+from qflow_node.core import rejection as rej
 from qflow_node.core.control import control_event, refusal
 from qflow_node.core.engine import events as ev
 from qflow_node.core.engine.writing import action_event, event_blocks
@@ -65,6 +68,7 @@ from qflow_node.core.submission import Submission, SubmissionError, verify_submi
 from qflow_node.identity import SigningKey
 from qflow_node.ledger_store import LedgerStore
 from qflow_node.log import get_logger
+from qflow_node.net.channel import Channel
 from qflow_node.net.gossip import Gossip
 from qflow_node.net.reqresp import Direct, Limits, RequestError
 from qflow_node.net.topics import TopicKind, topic
@@ -90,7 +94,10 @@ _IDLE_LOOK_MS: Final = 1_000  # re-decide at least this often, whatever happens
 _DONE_KEPT: Final = 10_000  # finished executions remembered
 CONTROL_TTL_MS: Final = 60_000  # a control that does not apply by then is dropped
 SLOT_PROTOCOL: Final = "/qflow/slot/1.0.0"  # "what do you know of this slot?", before a commit
+SLOT_CHANNEL: Final = "/qflow/slot-channel/1.0.0"  # the same, many per long-lived stream
 SLOT_LIMITS: Final = Limits(timeout=1.0, max_request_size=4096, max_response_size=64 << 10)
+_ASK_GRACE_S: Final = 0.5  # past SLOT_LIMITS.timeout, answers are no longer awaited
+COMMIT_TIMEOUT_S: Final = 15.0  # a slot's commit (confirm, store, announce), at most
 _INGEST_AT_ONCE: Final = 16  # records/submissions fetched and merged concurrently
 DECLINE_TURNS: Final = 8  # a declined slot is looked at again after this many Δ
 
@@ -153,13 +160,26 @@ class ExecService:
         self.runner = runner
         self.membership = membership
         self.direct = direct
+        # Slot questions go over one long-lived stream per peer (`channel`); a peer that
+        # does not speak it yet is asked with a stream per question (`direct`).
+        self.channel: Channel | None = None
         if direct is not None:
             direct.serve(SLOT_PROTOCOL, self._answer_slot, SLOT_LIMITS)
+            self.channel = Channel(
+                direct.host,
+                SLOT_CHANNEL,
+                self._answer_slot,
+                timeout=SLOT_LIMITS.timeout,
+                max_request=SLOT_LIMITS.max_request_size,
+                max_answer=SLOT_LIMITS.max_response_size,
+            )
         self.subnets = frozenset(subnets)
         self.settings = settings or ExecSettings()
         self.replicas: dict[CID, Replica] = {}
         self.book = ClaimBook()
-        self._working: set[Slot] = set()
+        self._working: set[Slot] = set()  # slots claimed, until their record is written
+        self._running: set[Slot] = set()  # of those, the ones holding a work slot
+        self._no_channel: set[str] = set()  # peers that do not speak SLOT_CHANNEL
         self._slots = trio.CapacityLimiter(self.settings.work_slots)
         self._ingesting = trio.CapacityLimiter(_INGEST_AT_ONCE)
         # Admission: a node takes at most `admission_burst` slots at once, refilled at
@@ -167,11 +187,30 @@ class ExecService:
         self.admission = TokenBucket(self.settings.admission_burst, self.settings.admission_per_s)
         self._seq = time.time_ns() // 1000  # grows across restarts, like heartbeats
         self._wake = trio.Event()
+        # Incremental scheduling: with many executions active, deciding all of them on
+        # every claim or record heard costs O(executions) per message. Decided are the
+        # executions poked since, those whose own time to look came (a heap of
+        # (monotonic ms, exec), stale entries skipped), and all of them once per sweep.
+        self._dirty: set[CID] = set()
+        self._looks: list[tuple[int, bytes, CID]] = []  # CIDs do not order: their bytes do
+        self._look_at: dict[CID, int] = {}
+        self._sweep_at = 0
+        self._starved: set[CID] = set()  # wanted to claim, no free work slot
+        self.resumed = trio.Event()  # unfinished executions re-opened after a (re)start
         self._nursery: trio.Nursery | None = None
         self.completed_slots = 0  # slots this node committed (status, tests)
         # Finished executions: a late record or re-announcement merges into the ledger
         # but must not open a replica again (bounded; the ledger says so anyway).
         self._done: OrderedDict[CID, None] = OrderedDict()
+        # Refused submissions (docs/protocol.md, "Rejections"): why, per execution, as
+        # this node found or heard it (the newest rej.MAX_KEPT); when it last sent or
+        # heard a rejection of each; and a rate limit on the ones it publishes, so a
+        # flood of invalid submissions is not answered by a flood of rejections.
+        self.rejections: OrderedDict[CID, rej.KnownRejection] = OrderedDict()
+        self._rejection_sent: OrderedDict[CID, int] = OrderedDict()
+        self._rejecting = TokenBucket(rej.BURST, rej.PER_S)
+        self._rejections_changed = trio.Event()
+        self.rejections_published = 0
 
     # -- entry points --------------------------------------------------------------------
 
@@ -179,21 +218,45 @@ class ExecService:
         """Resume unfinished executions, then schedule until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            if self.channel is not None:
+                nursery.start_soon(self.channel.run)
             resumed = await trio.to_thread.run_sync(self._resume)
             hold_until = mono_ms() + self.settings.resume_hold_ms
             for replica in resumed:
                 replica.hold_until = hold_until
-                replica.unchecked_heads = True
+                replica.own_heads = "unchecked"
                 self.replicas[replica.exec] = replica
                 _log().info("exec.resumed", exec=replica.exec.encode(), records=replica.records)
+            self.resumed.set()
             while True:
-                wake_at = self._schedule()
+                try:
+                    wake_at = self._schedule()
+                except Exception as exc:  # a bug must not stop every execution here
+                    _log().exception("exec.schedule_error", error=repr(exc))
+                    self._sweep_at = 0  # everything again, after a pause
+                    wake_at = mono_ms() + _IDLE_LOOK_MS
                 with trio.move_on_at(wake_at / 1000):
                     await self._wake.wait()
                 self._wake = trio.Event()
 
-    def poke(self) -> None:
-        """Something changed (a record, a claim, a member): decide again now."""
+    def withholds(self, exec: CID) -> bool:
+        """Whether the heads of `exec` must not be announced yet: until this node has
+        resumed its executions and checked its own heads with its peers after a restart,
+        a head may be a record lost in the crash (never sent) whose slot another node
+        redid; announcing it would put the step in every ledger twice."""
+        if not self.resumed.is_set():
+            return True
+        replica = self.replicas.get(exec)
+        return replica is not None and replica.own_heads != "settled"
+
+    def poke(self, exec: CID | None = None) -> None:
+        """Something changed for `exec` (a record, a claim, a finished slot), or for all
+        executions (None): decide again now - only what changed, the rest on its own
+        timer or the next full sweep (every `_IDLE_LOOK_MS`)."""
+        if exec is None:
+            self._sweep_at = 0
+        else:
+            self._dirty.add(exec)
         self._wake.set()
 
     async def submit(self, exec: CID, blocks: Sequence[Block]) -> bool:
@@ -260,7 +323,7 @@ class ExecService:
             actor=control.actor,
             slot=name,
         )
-        self.poke()
+        self.poke(control.exec)
         return True
 
     async def publish_control(self, control: ControlBody) -> bool:
@@ -276,21 +339,20 @@ class ExecService:
         if body.exec in self.replicas:
             return
         log = _log().bind(exec=body.exec.encode(), sender=sender)
+        submission: Submission | None = None
         try:
-            await self._store_inline(body.blocks)
-            await self.blocks.fetch_dag(
-                [body.exec], peers=[sender], within=self.settings.fetch_within
+            submission = await self._fetched_submission(subnet, body, sender)
+            # In the try: a flow that does not compile or inputs its schema refuses are
+            # the submitter's mistake, to be reported, not an error of this service.
+            await self._open(submission)
+        except StoreError as exc:  # not fetched (yet): nothing to say about the submission
+            log.info("submission.refused", reason="missing", error=str(exc))
+        except SubmissionError as exc:
+            log.info("submission.refused", reason=exc.reason, error=str(exc))
+            blocks_here = submission is not None and all(
+                self.blocks.store.has(cid) for cid in (submission.flow, submission.inputs)
             )
-            submission = self._verified_submission(body.exec)
-        except (StoreError, SubmissionError) as exc:
-            log.info("submission.refused", error=str(exc))
-            return
-        if submission.subnet != subnet:
-            log.info(
-                "submission.refused", error=f"for subnet {submission.subnet}, heard on {subnet}"
-            )
-            return
-        await self._open(submission)
+            await self._reject(subnet, body.exec, sender, exc, blocks_here=blocks_here)
 
     async def _heard_record(self, body: RecordAnnouncement, sender: str) -> None:
         try:
@@ -320,7 +382,7 @@ class ExecService:
         slot = Slot(body.exec, body.step, body.attempt)
         lease_until = mono_ms() + body.lease_ms
         if self.book.observe(Claim(slot, verified.sender, body.rank, lease_until, verified.seq)):
-            self.poke()
+            self.poke(slot.exec)
 
     async def _store_inline(self, blocks: Sequence[InlineBlock]) -> None:
         if blocks:
@@ -354,7 +416,7 @@ class ExecService:
                 raise SubmissionError("bad_inputs", rejected.reason)
         self.replicas[submission.cid] = replica
         _log().info("exec.opened", exec=submission.cid.encode(), records=replica.records)
-        self.poke()
+        self.poke(submission.cid)
 
     async def _open_from_ledger(self, exec: CID) -> None:
         try:
@@ -385,78 +447,127 @@ class ExecService:
         replica = self.replicas.get(exec)
         if replica is None:
             return
+        was_finished = replica.finished
         try:
             changed = refresh(replica, self.ledger)
         except ReplicaError as exc:
             _log().warning("exec.refresh_failed", exec=exec.encode(), error=str(exc))
             return
-        if changed:
-            if replica.finished:
-                _log().info("exec.finished", exec=exec.encode(), status=replica.state.status)
-            self.poke()
+        self._refreshed(replica, changed, was_finished)
+
+    def _refreshed(self, replica: Replica, changed: bool, was_finished: bool) -> None:
+        """After a refresh: log the end of the execution once, and decide again."""
+        if not changed:
+            return
+        if replica.finished and not was_finished:
+            _log().info("exec.finished", exec=replica.exec.encode(), status=replica.state.status)
+        self.poke(replica.exec)
+
+    def ledger_merged(self, exec: CID) -> None:
+        """The ledger of `exec` took records from elsewhere (a heads catch-up): fold them
+        into the replica, or open one for an execution first heard of this way."""
+        if exec in self.replicas:
+            self._refresh(exec)
+        elif exec not in self._done and self._nursery is not None:
+            self._nursery.start_soon(self._ingest, self._open_from_ledger(exec))
 
     # -- scheduling ---------------------------------------------------------------------------
 
     def _schedule(self) -> int:
-        """Decide every due slot; start the ones to claim. The next monotonic ms to look."""
+        """Decide the due slots of the executions that need it; start the ones to claim.
+        The next monotonic ms to look."""
         now = mono_ms()
         wall = wall_ms()
-        look_at = now + _IDLE_LOOK_MS
+        if now >= self._sweep_at:
+            candidates = set(self.replicas)
+            self._sweep_at = now + _IDLE_LOOK_MS
+        else:
+            candidates = self._dirty
+            while self._looks and self._looks[0][0] <= now:
+                at, _, exec = heapq.heappop(self._looks)
+                if self._look_at.get(exec) == at:
+                    candidates.add(exec)
+        self._dirty = set()
         live, members = self._membership(now)
-        for exec, replica in list(self.replicas.items()):
+        for exec in candidates:
+            replica = self.replicas.get(exec)
+            if replica is None:
+                continue
             if replica.finished:
-                del self.replicas[exec]
-                self.book.forget(exec)
-                self._done[exec] = None
-                while len(self._done) > _DONE_KEPT:
-                    self._done.popitem(last=False)
+                self._forget(exec)
                 continue
-            held = self._held(replica, now)
-            if held is not None:
-                look_at = min(look_at, held)
+            at = self._decide(replica, now, wall, live, members)
+            if self._look_at.get(exec) != at:
+                self._look_at[exec] = at
+                heapq.heappush(self._looks, (at, exec.cid_bytes, exec))
+        return min(self._sweep_at, self._looks[0][0]) if self._looks else self._sweep_at
+
+    def _forget(self, exec: CID) -> None:
+        """A finished execution: no replica, no claims; remembered as done."""
+        del self.replicas[exec]
+        self._look_at.pop(exec, None)
+        self.book.forget(exec)
+        self._done[exec] = None
+        while len(self._done) > _DONE_KEPT:
+            self._done.popitem(last=False)
+
+    def _decide(
+        self,
+        replica: Replica,
+        now: int,
+        wall: int,
+        live: frozenset[str],
+        members: dict[str, tuple[str, ...]],
+    ) -> int:
+        """Decide each due slot of one execution; when to look at it again."""
+        look_at = now + _IDLE_LOOK_MS
+        held = self._held(replica, now)
+        if held is not None:
+            return min(look_at, held)
+        self._expire_controls(replica, now)
+        work = due(replica, wall)
+        if work.wake_at is not None:
+            look_at = min(look_at, now + max(0, work.wake_at - wall))
+        for slot in list(replica.opened_ms):
+            if slot not in work.slots:  # settled, or on hold (a pause)
+                del replica.opened_ms[slot]
+                replica.reannounce.pop(slot, None)
+                replica.declined.pop(slot, None)
+                if _settled(replica, slot):
+                    self.book.done(slot)
+        for slot, actions in work.slots.items():
+            opened = replica.opened_ms.setdefault(slot, now)
+            if slot in self._working:
                 continue
-            self._expire_controls(replica, now)
-            work = due(replica, wall)
-            if work.wake_at is not None:
-                look_at = min(look_at, now + max(0, work.wake_at - wall))
-            for slot in list(replica.opened_ms):
-                if slot not in work.slots:  # settled, or on hold (a pause)
-                    del replica.opened_ms[slot]
-                    replica.reannounce.pop(slot, None)
-                    replica.declined.pop(slot, None)
-                    if _settled(replica, slot):
-                        self.book.done(slot)
-            for slot, actions in work.slots.items():
-                opened = replica.opened_ms.setdefault(slot, now)
-                if slot in self._working:
+            nodes = [self.me, *members.get(replica.subnet, ())]
+            decision = decide(
+                slot,
+                self.me,
+                ranking(slot, nodes),
+                self.book,
+                opened_at_ms=opened,
+                now_ms=now,
+                delta_ms=delta_for(replica.priority, self.settings.delta_ms),
+                live=live,
+            )
+            if isinstance(decision, ClaimNow):
+                try:  # busy: no claim, so the next rank's turn comes
+                    self._slots.acquire_on_behalf_of_nowait(slot)
+                except trio.WouldBlock:
+                    self._starved.add(replica.exec)  # looked at when a slot frees
                     continue
-                nodes = [self.me, *members.get(replica.subnet, ())]
-                decision = decide(
-                    slot,
-                    self.me,
-                    ranking(slot, nodes),
-                    self.book,
-                    opened_at_ms=opened,
-                    now_ms=now,
-                    delta_ms=delta_for(replica.priority, self.settings.delta_ms),
-                    live=live,
-                )
-                if isinstance(decision, ClaimNow):
-                    try:  # busy: no claim, so the next rank's turn comes
-                        self._slots.acquire_on_behalf_of_nowait(slot)
-                    except trio.WouldBlock:
-                        continue
-                    if self._admit(replica, slot, now):
-                        self._start(replica, slot, actions, decision.rank)
-                    else:
-                        self._slots.release_on_behalf_of(slot)
-                        look_at = min(look_at, replica.declined[slot])
-                elif isinstance(decision, WaitUntil):
-                    look_at = min(look_at, decision.at_ms, self._reannounce_due(replica, slot, now))
-                elif isinstance(decision, Leave) and decision.recheck_at_ms is not None:
-                    look_at = min(look_at, decision.recheck_at_ms)
-                elif isinstance(decision, Hold):
-                    pass  # our renewal task keeps the lease
+                if self._admit(replica, slot, now):
+                    self._running.add(slot)
+                    self._start(replica, slot, actions, decision.rank)
+                else:
+                    self._slots.release_on_behalf_of(slot)
+                    look_at = min(look_at, replica.declined[slot])
+            elif isinstance(decision, WaitUntil):
+                look_at = min(look_at, decision.at_ms, self._reannounce_due(replica, slot, now))
+            elif isinstance(decision, Leave) and decision.recheck_at_ms is not None:
+                look_at = min(look_at, decision.recheck_at_ms)
+            elif isinstance(decision, Hold):
+                pass  # our renewal task keeps the lease
         return look_at
 
     def _held(self, replica: Replica, now: int) -> int | None:
@@ -464,9 +575,9 @@ class ExecService:
         the hold, then the check of its own heads), or None if it may."""
         if now < replica.hold_until:
             return replica.hold_until
-        if not replica.unchecked_heads:
-            return None
-        replica.unchecked_heads = False
+        if replica.own_heads != "unchecked":
+            return None if replica.own_heads == "settled" else replica.hold_until
+        replica.own_heads = "checking"
         replica.hold_until = now + 60 * _IDLE_LOOK_MS  # until the check ends
         assert self._nursery is not None
         self._nursery.start_soon(self._settle_own_heads, replica)
@@ -570,8 +681,17 @@ class ExecService:
             log.exception("slot.error", error=repr(exc))
         finally:
             self._working.discard(slot)
-            self._slots.release_on_behalf_of(slot)  # taken when the slot was started
-            self.poke()
+            self._free_work_slot(slot)
+            self.poke(slot.exec)
+
+    def _free_work_slot(self, slot: Slot) -> None:
+        """Give back the work slot taken when `slot` was started (once; no-op after)."""
+        if slot in self._running:
+            self._running.discard(slot)
+            self._slots.release_on_behalf_of(slot)
+            self._dirty |= self._starved  # who could not claim for want of one
+            self._starved.clear()
+            self._wake.set()
 
     async def _claim(self, subnet: str, slot: Slot, rank: int) -> None:
         body = ClaimBody(
@@ -590,7 +710,10 @@ class ExecService:
             await self._claim(subnet, slot, rank)
 
     async def _perform(self, replica: Replica, slot: Slot, actions: tuple[eng.Action, ...]) -> int:
-        """Do the slot's work and commit its records; how many were written."""
+        """Do the slot's work and commit its records; how many were written. The work
+        slot is held until the record is written: handing it back while the commit waits
+        on peers let a loaded node take on more slots than its peers could confirm in
+        time (answers late, records written twice)."""
         written = 0
         control = replica.controls.get(slot.name)
         if control is not None:
@@ -649,6 +772,21 @@ class ExecService:
         payload: CID | None = None,
         output: bytes | None = None,
     ) -> int:
+        """`_write`, bounded: the lease is renewed while a commit waits, so a commit stuck
+        on a congested peer would hold the slot forever. Past `COMMIT_TIMEOUT_S` it fails
+        (`slot.error`), the lease lapses and the next rank takes the slot."""
+        with trio.fail_after(COMMIT_TIMEOUT_S):
+            return await self._write(replica, slot, make_event, payload=payload, output=output)
+
+    async def _write(
+        self,
+        replica: Replica,
+        slot: Slot,
+        make_event: Any,
+        *,
+        payload: CID | None,
+        output: bytes | None,
+    ) -> int:
         """Write the event's record unless the replica moved on; 1 if written.
 
         Order matters for a crash: the blocks are stored, the record is *announced*, and
@@ -667,7 +805,9 @@ class ExecService:
             phases[name] = round((now - started) * 1000, 2)
             started = now
 
-        await trio.to_thread.run_sync(refresh, replica, self.ledger)
+        was_finished = replica.finished
+        changed = await trio.to_thread.run_sync(refresh, replica, self.ledger)
+        self._refreshed(replica, changed, was_finished)
         event = make_event()
         lap("refresh")
         reason = self._superseded(replica, slot, event)
@@ -770,7 +910,8 @@ class ExecService:
             self._refresh(replica.exec)
         finally:
             replica.hold_until = 0
-            self.poke()
+            replica.own_heads = "settled"
+            self.poke(replica.exec)
 
     async def _ask_all(self, replica: Replica, question: bytes) -> list[tuple[str, Any]]:
         """(node, decoded answer) from each live node of the subnet that answers a
@@ -782,18 +923,41 @@ class ExecService:
         # suspect here while it already works; asking it is what keeps us both honest.
         _live, members = self._membership(mono_ms())
         others = [n for n in members.get(replica.subnet, ()) if n != self.me]
-        answers: list[tuple[str, Any]] = []
-
-        async def ask(node: str) -> None:
-            assert self.direct is not None
-            with contextlib.suppress(RequestError, CodecError):
-                reply = await self.direct.request(node, SLOT_PROTOCOL, question, SLOT_LIMITS)
-                answers.append((node, decode_dag(reply)))
-
-        async with trio.open_nursery() as nursery:
+        # The questions run in the service's nursery and we stop listening at the
+        # deadline: py-libp2p resets a stream that failed to open under a cancel
+        # shield, which waits as long as the connection cannot be written to (a stalled
+        # peer), and that wait must not hold the slot - whose lease we keep renewing.
+        assert self._nursery is not None
+        send, receive = trio.open_memory_channel[tuple[str, Any]](len(others))
+        async with send:
             for node in others:
-                nursery.start_soon(ask, node)
+                self._nursery.start_soon(self._ask, node, question, send.clone())
+        answers: list[tuple[str, Any]] = []
+        with trio.move_on_after(SLOT_LIMITS.timeout + _ASK_GRACE_S):
+            async with receive:
+                async for answer in receive:
+                    answers.append(answer)
         return answers
+
+    async def _ask(
+        self, node: str, question: bytes, send: trio.MemorySendChannel[tuple[str, Any]]
+    ) -> None:
+        assert self.direct is not None
+        async with send:
+            with contextlib.suppress(RequestError, CodecError, trio.BrokenResourceError):
+                reply = await self._request(node, question)
+                send.send_nowait((node, decode_dag(reply)))  # room for every answer
+
+    async def _request(self, node: str, question: bytes) -> bytes:
+        assert self.direct is not None
+        if self.channel is not None and node not in self._no_channel:
+            try:
+                return await self.channel.request(node, question)
+            except RequestError as exc:
+                if exc.reason != "unsupported":
+                    raise
+                self._no_channel.add(node)  # an older node: one stream per question
+        return await self.direct.request(node, SLOT_PROTOCOL, question, SLOT_LIMITS)
 
     async def _answer_slot(self, peer: str, request: bytes) -> bytes:
         """What this node knows of a slot: done here, and who holds valid claims."""
@@ -832,6 +996,108 @@ class ExecService:
         data = seal_envelope(self.key, subnet=subnet, seq=self._seq, body=body)
         await self.gossip.publish(topic(subnet, kind), data)
         return self._seq
+
+    async def _fetched_submission(
+        self, subnet: str, body: SubmissionBody, sender: str
+    ) -> Submission:
+        """The verified submission a `submission` envelope heard on `subnet` names, its
+        blocks stored or fetched from `sender`. StoreError, SubmissionError."""
+        await self._store_inline(body.blocks)
+        await self.blocks.fetch_dag([body.exec], peers=[sender], within=self.settings.fetch_within)
+        submission = self._verified_submission(body.exec)
+        if submission.subnet != subnet:
+            raise SubmissionError(
+                "wrong_subnet", f"for subnet {submission.subnet}, heard on {subnet}"
+            )
+        return submission
+
+    # -- rejections (docs/protocol.md, "Rejections") ------------------------------------------
+
+    async def _reject(
+        self, subnet: str, exec: CID, sender: str, error: SubmissionError, *, blocks_here: bool
+    ) -> None:
+        """A submission heard from `sender` refused: remember why, and publish the
+        `rejection` if this node is the one to (the decision is `core.rejection`'s)."""
+        if not rej.definitive(error.reason, blocks_here=blocks_here):
+            return  # nothing every node would agree on: logged only
+        message = rej.rejection_message(error.message, error.reason)
+        self._remember_rejection(exec, rej.KnownRejection(error.reason, message, self.me))
+        now = mono_ms()
+        alive, members = self._membership(now)
+        why_not = rej.why_not_publish(
+            exec,
+            error.reason,
+            me=self.me,
+            sender=sender,
+            nodes=[n for n in members.get(subnet, ()) if n in alive],
+            blocks_here=blocks_here,
+            last_ms=self._rejection_sent.get(exec),
+            now_ms=now,
+        )
+        if why_not is None and not self._rejecting.take(now):
+            why_not = f"over {rej.PER_S:g} rejections a second"
+        log = _log().bind(exec=exec.encode(), reason=error.reason)
+        if why_not is not None:
+            log.debug("rejection.not_published", why=why_not)
+            return
+        self._rejection_heard_at(exec, now)
+        await self._publish(
+            subnet, "flows", RejectionBody(exec=exec, reason=error.reason, message=message)
+        )
+        self.rejections_published += 1
+        log.info("rejection.published", message=message)
+
+    def heard_rejection(self, subnet: str, verified: Verified[Any]) -> None:
+        """A `rejection` from the `flows` topic of `subnet`: remembered for `exec.status`
+        (advisory: it changes nothing this node does). Only a live member of the subnet
+        is listened to."""
+        body = verified.body
+        if not isinstance(body, RejectionBody) or verified.sender == self.me:
+            return
+        now = mono_ms()
+        log = _log().bind(exec=body.exec.encode(), by=verified.sender, reason=body.reason)
+        _alive, members = self._membership(now)
+        if verified.sender not in members.get(subnet, ()):
+            # debug: anyone can send these, a log line each would be theirs to flood
+            log.debug("rejection.ignored", why=f"the sender is not a live member of {subnet}")
+            return
+        self._rejection_heard_at(body.exec, now)
+        self._remember_rejection(
+            body.exec, rej.KnownRejection(body.reason, body.message, verified.sender)
+        )
+        if body.exec in self.replicas:  # valid here: a bug, or a node lying about it
+            log.warning("rejection.disputed", message=body.message)
+        else:
+            log.info("rejection.heard", message=body.message)
+
+    def rejection(self, exec: CID) -> dict[str, str] | None:
+        """Why `exec` was refused (`reason`, `message`, `by`), if this node knows."""
+        known = self.rejections.get(exec)
+        return None if known is None else known.as_json()
+
+    async def wait_rejection(self, exec: CID) -> dict[str, str]:
+        """Why `exec` was refused, as soon as this node knows."""
+        while (known := self.rejection(exec)) is None:
+            await self._rejections_changed.wait()
+        return known
+
+    def _remember_rejection(self, exec: CID, rejection: rej.KnownRejection) -> None:
+        """The first reason known for `exec` stays, but this node's own wins over a
+        peer's (it checked the blocks itself)."""
+        known = self.rejections.get(exec)
+        if known is None or (known.by != self.me and rejection.by == self.me):
+            self.rejections[exec] = rejection
+        self.rejections.move_to_end(exec)
+        while len(self.rejections) > rej.MAX_KEPT:
+            self.rejections.popitem(last=False)
+        self._rejections_changed.set()
+        self._rejections_changed = trio.Event()
+
+    def _rejection_heard_at(self, exec: CID, now: int) -> None:
+        self._rejection_sent[exec] = now
+        self._rejection_sent.move_to_end(exec)
+        while len(self._rejection_sent) > rej.MAX_KEPT:
+            self._rejection_sent.popitem(last=False)
 
 
 @dataclass

@@ -31,6 +31,7 @@ from qflow_node.runtime.replay import Replay, replay
 from qflow_node.store import BlockStore, StoreError
 
 PENDING: Final = "pending"  # known by its submission, no record yet
+REJECTED: Final = "rejected"  # a refused submission: no ledger, never will be one
 MAX_INLINE_PAYLOAD: Final = 4096  # bytes of a JSON payload shown inline by exec.records
 _SETTLED: Final = frozenset({COMPLETED, FAILED})
 _EXEC_ENDS: Final = frozenset({ev.EXEC_COMPLETED, ev.EXEC_FAILED, ev.EXEC_ABORTED})
@@ -87,6 +88,27 @@ def pending_view(ledger: LedgerStore, exec: CID) -> dict[str, Any]:
         "finished_at": None,
         "output": None,
         "error": None,
+        "steps": [],
+    }
+
+
+def rejected_view(exec: CID, *, reason: str, message: str, by: str) -> dict[str, Any]:
+    """The `exec.status` result of a submission refused by this node or, as a peer's
+    `rejection` said, by `by`: status `rejected`, terminal, with the reason code and
+    message, and as `error` too (for clients that only read that)."""
+    return {
+        "exec": exec.encode(),
+        "status": REJECTED,
+        "reason": reason,
+        "message": message,
+        "by": by,
+        "flow": None,
+        "records": 0,
+        "heads": [],
+        "started_at": None,
+        "finished_at": None,
+        "output": None,
+        "error": {"kind": reason, "message": message},
         "steps": [],
     }
 

@@ -2,8 +2,11 @@
 
 Gossip is lossy, so no ledger may depend on one message arriving. Every
 `announce_interval` the node publishes, on each subnet's `exec` topic, a signed `heads`
-envelope for every active execution it holds (heads index changed within
-`active_window`; at most `max_announced` of them, newest first). A node that hears heads
+envelope for the active executions it holds (heads index changed within `active_window`;
+at most `max_announced` of them, newest first) that `core.announce.AnnouncePlan` says
+are due: new heads at once, changed heads once they stayed so for a round, unchanged
+heads at growing intervals, and at once again when a peer announces different heads
+for the execution. A node that hears heads
 it does not know fetches what they reach over bitswap - asking the announcer first,
 since it certainly has them - and merges: `LedgerStore.merge` verifies the union (hash
 links, fields, signatures) and keeps its antichain, so a forged or broken ledger changes
@@ -19,7 +22,7 @@ blocks already present.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -27,6 +30,7 @@ import trio
 
 from qflow_node.codec import CID
 from qflow_node.codec.envelope_bodies import Heads
+from qflow_node.core.announce import AnnouncePlan
 from qflow_node.core.envelopes import Verified, seal_envelope
 from qflow_node.core.ledger import Reason
 from qflow_node.identity import SigningKey
@@ -70,13 +74,21 @@ class HeadsService:
         *,
         subnets: Sequence[str],
         settings: HeadsSettings | None = None,
+        withhold: Callable[[CID], bool] | None = None,
+        on_merged: Callable[[CID], None] | None = None,
     ) -> None:
+        """`withhold(exec)`: True while the heads of `exec` must not be announced (the
+        execution service, until it has checked its own heads after a restart).
+        `on_merged(exec)`: called after a catch-up changed the ledger of `exec` (the
+        execution service folds the records into its replica)."""
         self.key = key
         self.gossip = gossip
         self.blocks = blocks
         self.ledger = ledger
         self.subnets = tuple(subnets)
         self.settings = settings or HeadsSettings()
+        self.withhold = withhold
+        self.on_merged = on_merged
         self._seq = time.time_ns() // 1000  # grows across restarts, like heartbeats
         self._merged: dict[CID, set[CID]] = {}  # heads known to be in our ledger
         self._busy: set[CID] = set()
@@ -86,6 +98,7 @@ class HeadsService:
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._round = 0
+        self._plan = AnnouncePlan()
 
     # -- announcing -------------------------------------------------------------------
 
@@ -104,8 +117,10 @@ class HeadsService:
         self._round += 1
         include_finished = self._round % FINISHED_EVERY == 1
         active = await trio.to_thread.run_sync(self._active, include_finished)
+        if self.withhold is not None:
+            active = [(exec, heads) for exec, heads in active if not self.withhold(exec)]
         sent = 0
-        for exec, heads in active:
+        for exec, heads in self._plan.due(self._round, active):
             self._merged.setdefault(exec, set()).update(heads)
             ordered = tuple(sorted(heads, key=lambda c: c.cid_bytes))
             for subnet in self.subnets:
@@ -149,6 +164,7 @@ class HeadsService:
         body = verified.body
         if not isinstance(body, Heads) or verified.sender == self.key.peer_id:
             return
+        self._plan.heard(body.exec, body.heads, self._round + 1)
         if self._nursery is None or body.exec in self._busy:
             return  # not running yet, or already catching up: the next announcement
         if set(body.heads) <= self._merged.get(body.exec, set()):
@@ -184,6 +200,8 @@ class HeadsService:
                 merged.update(heads)
                 merged.update(report.heads)
                 self.merges += 1
+                if self.on_merged is not None:
+                    self.on_merged(exec)
                 log.info(
                     "ledger.merged",
                     heads=[h.encode() for h in report.heads],

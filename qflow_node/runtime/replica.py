@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from qflow_node.codec import CID
 from qflow_node.codec.envelope_bodies import Control
@@ -56,7 +56,9 @@ class Replica:
     reannounce: dict[Slot, tuple[int, int]] = field(default_factory=dict)
     declined: dict[Slot, int] = field(default_factory=dict)
     hold_until: int = 0  # monotonic ms: watch, do not claim, before (after a restart)
-    unchecked_heads: bool = False  # after a restart: own heads not yet checked with peers
+    # After a restart, its own heads are "unchecked", then "checking" with peers (a record
+    # lost in the crash is rewound), then "settled"; until then they are not announced.
+    own_heads: Literal["unchecked", "checking", "settled"] = "settled"
 
     @property
     def started(self) -> bool:

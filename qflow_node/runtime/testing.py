@@ -29,9 +29,16 @@ STOP_TIMEOUT: Final = 15.0
 
 
 class NodeProcess:
-    def __init__(self, args: list[str], changed: threading.Condition | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        changed: threading.Condition | None = None,
+        log_file: Path | None = None,
+    ) -> None:
         """`changed`: a condition shared by several processes, notified on every line
-        any of them logs (NodeSet shares one, so callers can wait on all at once)."""
+        any of them logs (NodeSet shares one, so callers can wait on all at once).
+        `log_file`: where its stderr is also written, line by line (kept for a post-mortem
+        when a multi-process test fails)."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [*NODE_CMD, *args],
@@ -45,6 +52,7 @@ class NodeProcess:
         self._changed = changed if changed is not None else threading.Condition()
         self.stderr: list[str] = []
         self.stdout: list[str] = []
+        self._log = log_file.open("a", encoding="utf-8") if log_file is not None else None
         self._readers = [
             threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr, True)),
             threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout, False)),
@@ -53,13 +61,19 @@ class NodeProcess:
             reader.start()
 
     def _read(self, stream: Any, lines: list[str], parse: bool) -> None:
+        log = self._log if parse else None
         for line in stream:
             lines.append(line)
+            if log is not None:
+                log.write(line)
+                log.flush()
             event = json_object(line) if parse else None
             with self._changed:
                 if event is not None:
                     self.events.append(event)
                 self._changed.notify_all()
+        if log is not None:
+            log.close()
         with self._changed:
             self._changed.notify_all()  # EOF: the process is exiting
 
@@ -125,8 +139,8 @@ class NodeSet:
         self.started: list[NodeProcess] = []
         self.changed = threading.Condition()  # notified by every line of every process
 
-    def __call__(self, *args: str) -> NodeProcess:
-        node = NodeProcess(list(args), self.changed)
+    def __call__(self, *args: str, log_file: Path | None = None) -> NodeProcess:
+        node = NodeProcess(list(args), self.changed, log_file)
         self.started.append(node)
         return node
 

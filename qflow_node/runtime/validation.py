@@ -9,10 +9,10 @@ counts when they change (`envelope.rejected`), the reason of each at debug level
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Any
+from collections import Counter, OrderedDict
+from typing import Any, Final
 
-from qflow_node.core.envelopes import Rejected, open_envelope
+from qflow_node.core.envelopes import Rejected, Verified, open_envelope
 from qflow_node.log import get_logger
 from qflow_node.net.gossip import Validator
 from qflow_node.net.topics import TopicKind, topic
@@ -23,12 +23,26 @@ def _log() -> Any:
     return get_logger("qflow.net.gossip")
 
 
+OPENED_KEPT: Final = 4096  # validated envelopes awaiting delivery (the gossip buffer's size)
+
+
 class Rejections:
-    """Counts of refused envelopes, keyed `<topic kind>/<reason>` (e.g. `flows/oversize`)."""
+    """Counts of refused envelopes, keyed `<topic kind>/<reason>` (e.g. `flows/oversize`),
+    and the envelopes validated but not yet delivered: the consumer takes them opened
+    (`opened`) instead of checking the signature a second time."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self._reported: dict[str, int] = {}
+        self._opened: OrderedDict[tuple[str, str, bytes], Verified[Any]] = OrderedDict()
+
+    def opened(self, data: bytes, *, subnet: str, kind: TopicKind) -> Verified[Any] | Rejected:
+        """The envelope `data` on topic (subnet, kind), opened: as its validator found it
+        if it passed one here, otherwise opened now."""
+        verified = self._opened.pop((subnet, kind, data), None)
+        if verified is not None:
+            return verified
+        return open_envelope(data, subnet=subnet, channel=kind)
 
     def validator(self, subnet: str, kind: TopicKind) -> Validator:
         """The validator for topic `/qflow/1/<subnet>/<kind>`."""
@@ -42,6 +56,10 @@ class Rejections:
                     "envelope.rejected", topic=name, reason=result.reason, error=result.message
                 )
                 return False
+            opened = self._opened
+            opened[(subnet, kind, data)] = result
+            if len(opened) > OPENED_KEPT:  # validated, never delivered (our own, dropped)
+                opened.popitem(last=False)
             return True
 
         return validate

@@ -17,6 +17,7 @@ from qflow_node.codec.envelope_bodies import (
     InlineBlock,
     Manifest,
     RecordAnnouncement,
+    Rejection,
     Submission,
 )
 from qflow_node.core.envelopes import seal_envelope, sign_control
@@ -71,6 +72,11 @@ def make_bodies() -> dict[str, Body]:
         ),
         "heads": Heads(exec=submission.cid, heads=tuple(heads)),
         "control": sign_control(ACTOR, control),
+        "rejection": Rejection(
+            exec=submission.cid,
+            reason="bad_inputs",
+            message="inputs: 'who' is a required property",
+        ),
     }
 
 

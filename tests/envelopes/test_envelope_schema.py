@@ -94,6 +94,13 @@ BROKEN: dict[str, tuple[str, Mutation]] = {
     "approve without step": ("control", body_set(step=None)),
     "actor is a peer id": ("control", lambda d: d["body"].update(actor=d["from"])),
     "short nonce": ("control", body_set(nonce={"/": {"bytes": "AAAA"}})),
+    "rejection without message": ("rejection", lambda d: d["body"].pop("message")),
+    "rejection message of 513": ("rejection", body_set(message="m" * 513)),
+    "rejection message with an escape": ("rejection", body_set(message="a\x1b[2Jb")),
+    "rejection reason in capitals": ("rejection", body_set(reason="BAD")),
+    "rejection reason a number": ("rejection", body_set(reason=3)),
+    "rejection of a raw exec": ("rejection", body_set(exec=RAW)),
+    "rejection unknown field": ("rejection", body_set(by="me")),
 }
 
 

@@ -18,7 +18,7 @@ from qflow_node.codec.envelope import (
     encode_body,
     signing_message,
 )
-from qflow_node.codec.envelope_bodies import Body, Control, Heartbeat
+from qflow_node.codec.envelope_bodies import Body, Control, Heartbeat, Rejection
 from qflow_node.core import envelopes as core_envelopes
 from qflow_node.core.envelopes import (
     REASONS,
@@ -102,6 +102,8 @@ def test_signing_message_is_exact() -> None:
 def test_topics(sealed: dict[str, bytes]) -> None:
     assert isinstance(open_(sealed["heartbeat"], channel="nodes"), Verified)
     assert isinstance(open_(sealed["submission"], channel="flows"), Verified)
+    assert isinstance(open_(sealed["rejection"], channel="flows"), Verified)
+    assert reason(sealed["rejection"], channel="exec") == "wrong_topic"
     for kind in ("claim", "record", "heads", "control"):
         assert isinstance(open_(sealed[kind], channel="exec"), Verified)
     assert reason(sealed["heartbeat"], channel="exec") == "wrong_topic"
@@ -298,12 +300,39 @@ RAW_LINK = raw_block(b"raw").cid
         ("control", {"actor": "did:key:z6MkNotAKey"}),
         ("control", {"nonce": b"short"}),
         ("control", {"sig": bytes(63)}),
+        ("rejection", {"extra": 1}),
+        ("rejection", {"exec": RAW_LINK}),
+        ("rejection", {"exec": LINK.encode()}),
+        ("rejection", {"reason": ""}),
+        ("rejection", {"reason": "Bad_Inputs"}),
+        ("rejection", {"reason": "r" * 33}),
+        ("rejection", {"reason": 7}),
+        ("rejection", {"message": ""}),
+        ("rejection", {"message": "m" * 513}),
+        ("rejection", {"message": "colour \x1b[31mred"}),
+        ("rejection", {"message": "line\nbreak"}),
+        ("rejection", {"message": "c1 \x9b31m"}),
+        ("rejection", {"message": b"bytes"}),
+        ("rejection", {"message": None}),
     ],
 )
 def test_bad_fields(
     forge: Any, bodies: dict[str, Body], kind: str, changes: dict[str, Any]
 ) -> None:
     assert reason(forge(body_with(bodies, kind, **changes), kind=kind)) == "bad_field"
+
+
+def test_the_longest_rejection_fits_its_cap(bodies: dict[str, Body]) -> None:
+    sample = bodies["rejection"]
+    assert isinstance(sample, Rejection)
+    exec = sample.exec
+    longest = Rejection(exec=exec, reason="r" * 32, message="\U0001f600" * 512)  # 2 KiB
+    data = seal_envelope(KEY, subnet=SUBNET, seq=1, body=longest)
+    assert len(data) <= KIND_MAX_SIZE["rejection"] == 4096
+    assert open_(data, channel="flows") == Verified("rejection", KEY.peer_id, 1, longest)
+    for message in ("m" * 513, "tab\there", "\x7f"):
+        with pytest.raises(ValueError, match="message"):
+            seal_envelope(KEY, subnet=SUBNET, seq=1, body=Rejection(exec, "bad_inputs", message))
 
 
 def test_manifest_bounds(forge: Any, bodies: dict[str, Body]) -> None:
