@@ -18,6 +18,7 @@ The pure logic (building, verifying, ordering records) is `qflow_node.core.ledge
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import threading
@@ -219,11 +220,13 @@ class LedgerStore:
             if head not in current:
                 return False
             # The parents may lie under another head (merged since): keep the antichain.
+            # Each record is read (and hash-checked) once, however often the walk asks.
+            record = functools.cache(self.record)
             heads = antichain(
                 [*(h for h in current if h != head), *parents],
-                lambda cid: self.record(cid).clock,
-                lambda cid: self.record(cid).prev,
-                lambda cid: self.record(cid).node,
+                lambda cid: record(cid).clock,
+                lambda cid: record(cid).prev,
+                lambda cid: record(cid).node,
             )
             if heads:
                 self._write_heads(exec, heads)

@@ -27,6 +27,7 @@ from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
+from qflow_node.codec.protobuf import put_varint
 from qflow_node.log import get_logger
 from qflow_node.net.reqresp import RequestError
 
@@ -87,16 +88,7 @@ class _Frames:
 def frame(request_id: int, body: bytes) -> bytes:
     """One frame: the varint length, then the id and the body."""
     payload = request_id.to_bytes(_ID_BYTES, "big") + body
-    size = len(payload)
-    prefix = bytearray()
-    while True:
-        byte = size & 0x7F
-        size >>= 7
-        if size:
-            prefix.append(byte | 0x80)
-        else:
-            prefix.append(byte)
-            return bytes(prefix) + payload
+    return put_varint(len(payload)) + payload
 
 
 def split(payload: bytes) -> tuple[int, bytes]:

@@ -20,9 +20,11 @@ wire.
 from __future__ import annotations
 
 from collections import deque
+from typing import cast
 
 import trio
 from libp2p.abc import IHost, IMuxedConn, ISecureConn
+from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.stream_muxer.muxer_multistream import MuxerMultistream
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID, Yamux
@@ -90,5 +92,5 @@ class QflowMuxerMultistream(MuxerMultistream):
 
 def use_qflow_yamux(host: IHost) -> None:
     """Make every connection `host` upgrades use `QflowYamux`."""
-    upgrader = host.get_network().upgrader  # type: ignore[attr-defined]
-    upgrader.muxer_multistream.__class__ = QflowMuxerMultistream
+    swarm = cast(Swarm, host.get_network())  # what new_host builds; the interface hides it
+    swarm.upgrader.muxer_multistream.__class__ = QflowMuxerMultistream

@@ -177,8 +177,7 @@ class ExecService:
         self.settings = settings or ExecSettings()
         self.replicas: dict[CID, Replica] = {}
         self.book = ClaimBook()
-        self._working: set[Slot] = set()  # slots claimed, until their record is written
-        self._running: set[Slot] = set()  # of those, the ones holding a work slot
+        self._working: set[Slot] = set()  # slots claimed (each holds a work slot) until done
         self._no_channel: set[str] = set()  # peers that do not speak SLOT_CHANNEL
         self._slots = trio.CapacityLimiter(self.settings.work_slots)
         self._ingesting = trio.CapacityLimiter(_INGEST_AT_ONCE)
@@ -557,7 +556,6 @@ class ExecService:
                     self._starved.add(replica.exec)  # looked at when a slot frees
                     continue
                 if self._admit(replica, slot, now):
-                    self._running.add(slot)
                     self._start(replica, slot, actions, decision.rank)
                 else:
                     self._slots.release_on_behalf_of(slot)
@@ -681,17 +679,10 @@ class ExecService:
             log.exception("slot.error", error=repr(exc))
         finally:
             self._working.discard(slot)
-            self._free_work_slot(slot)
-            self.poke(slot.exec)
-
-    def _free_work_slot(self, slot: Slot) -> None:
-        """Give back the work slot taken when `slot` was started (once; no-op after)."""
-        if slot in self._running:
-            self._running.discard(slot)
-            self._slots.release_on_behalf_of(slot)
+            self._slots.release_on_behalf_of(slot)  # taken when the slot was started
             self._dirty |= self._starved  # who could not claim for want of one
             self._starved.clear()
-            self._wake.set()
+            self.poke(slot.exec)
 
     async def _claim(self, subnet: str, slot: Slot, rank: int) -> None:
         body = ClaimBody(

@@ -6,16 +6,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import cast
 
 import pytest
 import trio
 import trio.testing
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetStream
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
 from qflow_node.identity import SigningKey
-from qflow_node.net.channel import Channel, FrameError, _Frames, frame, split
+from qflow_node.net.channel import Channel, FrameError, Handler, _Frames, frame, split
 from qflow_node.net.host import build_host
 from qflow_node.net.reqresp import RequestError
 
@@ -39,11 +40,11 @@ async def running_node() -> AsyncIterator[Node]:
 
 
 @asynccontextmanager
-async def channels(a: Node, b: Node, answer: object) -> AsyncIterator[tuple[Channel, Channel]]:
+async def channels(a: Node, b: Node, answer: Handler) -> AsyncIterator[tuple[Channel, Channel]]:
     """A channel on each host (b answers with `answer`), running, a connected to b."""
     async with trio.open_nursery() as nursery:
-        ca = Channel(a.host, PROTOCOL, answer, timeout=1.0, max_request=64)  # type: ignore[arg-type]
-        cb = Channel(b.host, PROTOCOL, answer, timeout=1.0, max_request=64)  # type: ignore[arg-type]
+        ca = Channel(a.host, PROTOCOL, answer, timeout=1.0, max_request=64)
+        cb = Channel(b.host, PROTOCOL, answer, timeout=1.0, max_request=64)
         nursery.start_soon(ca.run)
         nursery.start_soon(cb.run)
         await trio.testing.wait_all_tasks_blocked()
@@ -139,7 +140,7 @@ class _Readable:
 
 async def test_frames_round_trip_and_bad_frames_are_refused() -> None:
     send, receive = trio.testing.memory_stream_pair()
-    frames = _Frames(_Readable(receive), max_frame=16)  # type: ignore[arg-type]
+    frames = _Frames(cast(INetStream, _Readable(receive)), max_frame=16)  # read(n) is all it uses
     await send.send_all(frame(7, b"hello") + frame(2**40, b""))
     assert split(await frames.next() or b"") == (7, b"hello")
     assert split(await frames.next() or b"") == (2**40, b"")
