@@ -13,6 +13,17 @@ Concurrency: one lock serialises appends and merges within a process. One node p
 owns a repo; two processes appending to the same execution would each overwrite the
 other's heads file (the ledger stays valid, but a record may drop out of the head set).
 
+In memory, beside the files (each under a small lock of its own, never held for I/O, so
+the trio thread may ask without waiting behind a merge):
+
+* which records each recent execution's ledger is known to hold (`holds`): every head
+  written in this process and every head set a merge accepted. A peer announcing heads
+  we already merged through record gossip is then answered without a fetch or a
+  verification;
+* when each execution's heads last changed (`changed_since`): read from the files once,
+  then kept by this process's writes, so finding the active executions costs no
+  directory scan.
+
 The pure logic (building, verifying, ordering records) is `qflow_node.core.ledger`.
 """
 
@@ -23,6 +34,7 @@ import multiprocessing
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -50,6 +62,8 @@ from qflow_node.store import BlockNotFoundError, BlockStore, CorruptBlockError
 
 HEADS_DIR: Final = "heads"
 HEADS_SUFFIX: Final = ".cbor"
+KNOWN_EXECUTIONS: Final = 4096  # executions whose held records are remembered (LRU)
+KNOWN_PER_EXECUTION: Final = 1024  # records remembered per execution, at most
 
 
 class LedgerStoreError(Exception):
@@ -70,6 +84,85 @@ def store_lookup(store: BlockStore) -> Lookup:
     return lookup
 
 
+class KnownRecords:
+    """exec -> CIDs of records known to be in this node's verified ledger, for the
+    `capacity` executions used last (and at most `KNOWN_PER_EXECUTION` each: a full set
+    starts over from the heads being added). Forgetting is always safe (a miss only
+    costs a merge); a CID must be dropped here before it can leave the ledger (`rewind`)."""
+
+    def __init__(self, capacity: int = KNOWN_EXECUTIONS) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self._capacity = capacity
+        self._sets: OrderedDict[CID, set[CID]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, exec: CID, cids: Iterable[CID]) -> None:
+        with self._lock:
+            known = self._sets.get(exec)
+            if known is None:
+                known = self._sets[exec] = set()
+                if len(self._sets) > self._capacity:
+                    self._sets.popitem(last=False)
+            else:
+                self._sets.move_to_end(exec)
+                if len(known) >= KNOWN_PER_EXECUTION:  # a long ledger: keep the newest only
+                    known.clear()
+            known.update(cids)
+
+    def discard(self, exec: CID, cid: CID) -> None:
+        with self._lock:
+            known = self._sets.get(exec)
+            if known is not None:
+                known.discard(cid)
+
+    def forget(self, exec: CID) -> None:
+        with self._lock:
+            self._sets.pop(exec, None)
+
+    def holds(self, exec: CID, cids: Iterable[CID]) -> bool:
+        """Whether every one of `cids` (at least one) is known to be held."""
+        wanted = set(cids)
+        with self._lock:
+            known = self._sets.get(exec)
+            if known is None or not wanted or not wanted <= known:
+                return False
+            self._sets.move_to_end(exec)
+            return True
+
+
+class ChangeTimes:
+    """exec -> when its heads last changed (epoch seconds, the heads file's mtime).
+
+    Filled by `scan` (reading the heads files) on first use, then kept by the writes of
+    this process; a write before that first use is left to the scan, which sees it.
+    """
+
+    def __init__(self, scan: Callable[[], dict[CID, float]]) -> None:
+        self._scan = scan
+        self._times: dict[CID, float] | None = None
+        self._lock = threading.Lock()  # held through the one scan: no write slips past it
+
+    def set(self, exec: CID, at: float) -> None:
+        with self._lock:
+            if self._times is not None:
+                self._times[exec] = at
+
+    def drop(self, exec: CID) -> None:
+        with self._lock:
+            if self._times is not None:
+                self._times.pop(exec, None)
+
+    def since(self, cutoff: float, limit: int | None = None) -> list[CID]:
+        """Executions changed at or after `cutoff`, newest first, at most `limit`."""
+        with self._lock:
+            if self._times is None:
+                self._times = self._scan()
+            recent = [(at, exec) for exec, at in self._times.items() if at >= cutoff]
+        recent.sort(key=lambda item: item[0], reverse=True)
+        return [exec for _, exec in recent[:limit]]
+
+
 class LedgerStore:
     """Append to, merge into, read and verify execution ledgers of one node repo."""
 
@@ -78,6 +171,8 @@ class LedgerStore:
         self.lookup = store_lookup(store)
         self._dir = paths.ledger / HEADS_DIR
         self._lock = threading.Lock()
+        self._known = KnownRecords()
+        self._changes = ChangeTimes(self._scan_changes)
 
     # -- heads index ----------------------------------------------------------------------
 
@@ -102,6 +197,26 @@ class LedgerStore:
         except FileNotFoundError:
             return None
 
+    def changed_since(self, cutoff: float, limit: int | None = None) -> list[CID]:
+        """Executions whose heads changed at or after `cutoff` (epoch seconds, as
+        `heads_changed_at`), newest first, at most `limit`. From memory after the first
+        call (which reads every heads file once)."""
+        return self._changes.since(cutoff, limit)
+
+    def _scan_changes(self) -> dict[CID, float]:
+        times = {}
+        for exec in self.executions():
+            changed = self.heads_changed_at(exec)
+            if changed is not None:
+                times[exec] = changed
+        return times
+
+    def holds(self, exec: CID, heads: Iterable[CID]) -> bool:
+        """Whether all of `heads` are known to be in our verified ledger of `exec` (so a
+        merge of them changes nothing). From memory, no I/O: safe on the trio thread.
+        False means "not known", not "not held"."""
+        return self._known.holds(exec, heads)
+
     def executions(self) -> list[CID]:
         """Executions with a heads index, sorted by CID string."""
         try:
@@ -122,7 +237,14 @@ class LedgerStore:
                 directory.mkdir(exist_ok=True)
                 fsync_dir(directory.parent)  # the new entry survives a crash
         ordered = sorted(heads, key=lambda cid: cid.cid_bytes)
-        atomic_write(self._heads_path(exec), encode_dag({"exec": exec, "heads": ordered}))
+        path = self._heads_path(exec)
+        atomic_write(path, encode_dag({"exec": exec, "heads": ordered}))
+        self._known.add(exec, ordered)
+        try:
+            changed = path.stat().st_mtime  # what heads_changed_at will say
+        except OSError:
+            changed = time.time()
+        self._changes.set(exec, changed)
 
     # -- records --------------------------------------------------------------------------
 
@@ -228,10 +350,13 @@ class LedgerStore:
                 lambda cid: record(cid).prev,
                 lambda cid: record(cid).node,
             )
+            self._known.discard(exec, head)  # before it leaves the ledger
             if heads:
                 self._write_heads(exec, heads)
             else:  # the lost record was exec.started: no record of it remains here
+                self._known.forget(exec)
                 self._heads_path(exec).unlink(missing_ok=True)
+                self._changes.drop(exec)
         return True
 
     def merge(
@@ -243,16 +368,29 @@ class LedgerStore:
         Nothing changes unless the whole union verifies. One record extending our only
         head - the ledger growing a record at a time - is checked alone: everything
         below it was verified when it became our head.
+
+        Heads we already hold (`holds`, or among our current heads) change nothing: the
+        report is ok and names the current heads, with `records` 0 (nothing was read),
+        and nothing is verified or written.
         """
         heads = tuple(heads)
+        if self.holds(exec, heads):  # before the lock: not behind another's verification
+            current = self.heads(exec)
+            if current:
+                return VerifyReport(True, exec, 0, current)
         with self._lock:
             current = self.heads(exec)
+            if heads and set(heads) <= set(current):
+                self._known.add(exec, current)
+                return VerifyReport(True, exec, 0, current)
             extended = self._extend(exec, current, heads)
             if extended is not None:
                 return extended
             report = verify_execution([*current, *heads], self.lookup, exec=exec, checker=checker)
-            if report.ok and report.heads != current:
-                self._write_heads(exec, report.heads)
+            if report.ok:
+                if report.heads != current:
+                    self._write_heads(exec, report.heads)
+                self._known.add(exec, heads)
         return report
 
     def _extend(

@@ -31,13 +31,15 @@ VERSION: Final = 1
 SIG_DOMAIN: Final = b"qflow/envelope/v1\x00"
 MAX_ENVELOPE_SIZE: Final = 1 << 20
 # Whole-envelope caps per kind, checked before the signature: a heartbeat never needs
-# more than a few hundred bytes, so a big one is refused without costing a verify.
+# more than a few hundred bytes, so a big one is refused without costing a verify. A
+# heads envelope carries up to 256 executions' heads (~24 KiB with one head each) and
+# always fits one execution at its maximum of 1024 heads (~41 KiB).
 KIND_MAX_SIZE: Final[Mapping[str, int]] = {
     "heartbeat": 4 << 10,
     "claim": 2 << 10,
     "control": 4 << 10,
     "rejection": 4 << 10,
-    "heads": 64 << 10,
+    "heads": 256 << 10,
     "submission": MAX_ENVELOPE_SIZE,
     "record": MAX_ENVELOPE_SIZE,
 }

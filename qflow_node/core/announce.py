@@ -15,6 +15,10 @@ every node, most of them telling peers what the record gossip already told them.
 * hearing a peer announce *different* heads for an execution (it is behind, or we are)
   makes ours due at once again, so a node back from a crash or a partition catches up
   within a round of announcing itself.
+
+The due head sets of a round travel together: `pack` puts them into as few `heads`
+bodies as the per-envelope caps allow (one signature and one gossip message for many
+executions, where one per execution made anti-entropy a third of all gossip).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from qflow_node.codec import CID
+from qflow_node.codec.envelope_bodies import MAX_HEADS_ENTRIES, Heads, HeadsEntry
 
 MAX_BACKOFF: Final = 16  # rounds between announcements of an unchanged head set, at most
 
@@ -70,3 +75,53 @@ class AnnouncePlan:
         if beat is not None and beat.heads != frozenset(heads):
             beat.due = round_
             beat.backoff = 1
+
+
+# DAG-CBOR sizes, upper bounds: a link is tag 42 (2 bytes), a byte-string header (2 for
+# the CIDs in use, < 256 bytes) and the 0x00 multibase prefix; an entry adds its map
+# header, the keys "exec" and "heads" and the array header; a body its map header, the
+# key "entries" and the array header.
+_LINK_OVERHEAD: Final = 5
+_ENTRY_OVERHEAD: Final = 1 + 5 + 6 + 3
+_BODY_OVERHEAD: Final = 1 + 8 + 3
+
+
+def entry_size(entry: HeadsEntry) -> int:
+    """An upper bound on the encoded size of `entry` (cheap: no encoding)."""
+    links = len(entry.heads) + 1
+    cid_bytes = len(entry.exec.cid_bytes) + sum(len(h.cid_bytes) for h in entry.heads)
+    return _ENTRY_OVERHEAD + links * _LINK_OVERHEAD + cid_bytes
+
+
+def pack(
+    heads: Iterable[tuple[CID, Iterable[CID]]],
+    *,
+    max_bytes: int,
+    max_entries: int = MAX_HEADS_ENTRIES,
+) -> list[Heads]:
+    """(execution, heads) pairs as `heads` bodies of at most `max_entries` entries and
+    `max_bytes` encoded bytes each, entries in canonical order (by raw exec CID bytes).
+    An entry bigger than `max_bytes` alone goes in a body of its own."""
+    if max_entries < 1 or max_entries > MAX_HEADS_ENTRIES:
+        raise ValueError(f"max_entries must be in [1, {MAX_HEADS_ENTRIES}]")
+    entries = sorted(
+        (HeadsEntry(exec, tuple(sorted(set(hs), key=_raw))) for exec, hs in heads),
+        key=lambda entry: entry.exec.cid_bytes,
+    )
+    bodies: list[Heads] = []
+    batch: list[HeadsEntry] = []
+    size = _BODY_OVERHEAD
+    for entry in entries:
+        grown = size + entry_size(entry)
+        if batch and (len(batch) == max_entries or grown > max_bytes):
+            bodies.append(Heads(tuple(batch)))
+            batch, grown = [], _BODY_OVERHEAD + entry_size(entry)
+        batch.append(entry)
+        size = grown
+    if batch:
+        bodies.append(Heads(tuple(batch)))
+    return bodies
+
+
+def _raw(cid: CID) -> bytes:
+    return cid.cid_bytes

@@ -47,6 +47,7 @@ from qflow_node.core.control import control_event, refusal
 from qflow_node.core.engine import events as ev
 from qflow_node.core.engine.writing import action_event, event_blocks
 from qflow_node.core.envelopes import Verified, seal_envelope
+from qflow_node.core.ledger import Record, VerifyReport
 from qflow_node.core.membership import PeerState, Requirement, eligible, states
 from qflow_node.core.scheduling import (
     START,
@@ -355,15 +356,14 @@ class ExecService:
 
     async def _heard_record(self, body: RecordAnnouncement, sender: str) -> None:
         try:
-            await self._store_inline(body.blocks)
-            await self.blocks.fetch_dag(
-                [body.record], peers=[sender], within=self.settings.fetch_within
-            )
-            record = await trio.to_thread.run_sync(self.ledger.record, body.record)
+            if any(block.cid == body.record for block in body.blocks):
+                # The usual case: one trip to a worker thread stores, decodes and merges.
+                record, report = await trio.to_thread.run_sync(self._take_inline, body)
+            else:
+                record, report = await self._fetch_record(body, sender)
         except Exception as exc:  # unreachable sender, bad blocks: heads sync catches up
             _log().info("record.fetch_failed", record=body.record.encode(), error=str(exc))
             return
-        report = await trio.to_thread.run_sync(self.ledger.merge, record.exec, [body.record])
         if not report.ok:
             assert report.failure is not None
             _log().warning(
@@ -376,6 +376,25 @@ class ExecService:
         if record.exec not in self.replicas and record.exec not in self._done:
             await self._open_from_ledger(record.exec)
         self._refresh(record.exec)
+
+    def _take_inline(self, body: RecordAnnouncement) -> tuple[Record, VerifyReport]:
+        """Store an announcement's inline blocks, the record among them, and merge it
+        (in a worker thread). LedgerStoreError, StoreError."""
+        self.blocks.store.put_many([Block(b.cid, b.data) for b in body.blocks])
+        record = self.ledger.record(body.record)
+        return record, self.ledger.merge(record.exec, [body.record])
+
+    async def _fetch_record(
+        self, body: RecordAnnouncement, sender: str
+    ) -> tuple[Record, VerifyReport]:
+        """An announced record that did not fit inline: fetched from `sender`, merged."""
+        await self._store_inline(body.blocks)
+        await self.blocks.fetch_dag(
+            [body.record], peers=[sender], within=self.settings.fetch_within
+        )
+        record = await trio.to_thread.run_sync(self.ledger.record, body.record)
+        report = await trio.to_thread.run_sync(self.ledger.merge, record.exec, [body.record])
+        return record, report
 
     def _heard_claim(self, body: ClaimBody, verified: Verified[Any]) -> None:
         slot = Slot(body.exec, body.step, body.attempt)

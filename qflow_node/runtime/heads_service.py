@@ -1,12 +1,13 @@
 """Anti-entropy for execution ledgers: announce our heads, catch up on theirs.
 
 Gossip is lossy, so no ledger may depend on one message arriving. Every
-`announce_interval` the node publishes, on each subnet's `exec` topic, a signed `heads`
-envelope for the active executions it holds (heads index changed within `active_window`;
-at most `max_announced` of them, newest first) that `core.announce.AnnouncePlan` says
-are due: new heads at once, changed heads once they stayed so for a round, unchanged
-heads at growing intervals, and at once again when a peer announces different heads
-for the execution. A node that hears heads
+`announce_interval` the node publishes, on each subnet's `exec` topic, the heads of the
+active executions it holds (heads index changed within `active_window`; at most
+`max_announced` of them, newest first) that `core.announce.AnnouncePlan` says are due:
+new heads at once, changed heads once they stayed so for a round, unchanged heads at
+growing intervals, and at once again when a peer announces different heads for the
+execution. The due executions of a round share `heads` envelopes (`core.announce.pack`:
+as few as the size caps allow). A node that hears heads
 it does not know fetches what they reach over bitswap - asking the announcer first,
 since it certainly has them - and merges: `LedgerStore.merge` verifies the union (hash
 links, fields, signatures) and keeps its antichain, so a forged or broken ledger changes
@@ -14,9 +15,10 @@ nothing. A node that was down or joined late therefore converges within one inte
 after it hears any holder, with nothing lost.
 
 Catch-ups run one at a time per execution (`max_catchups` at once overall); heads
-already merged, or ours, are remembered and ignored. A fetch that was interrupted is
-repaired: if the merge reports a missing block, the walk is repeated without trusting
-blocks already present.
+already merged, or ours, are remembered and ignored, and so are heads the ledger holds
+already (`LedgerStore.holds`: usually merged meanwhile from record gossip). A fetch
+that was interrupted is repaired: if the merge reports a missing block, the walk is
+repeated without trusting blocks already present.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from typing import Any, Final
 import trio
 
 from qflow_node.codec import CID
+from qflow_node.codec.envelope import KIND_MAX_SIZE
 from qflow_node.codec.envelope_bodies import Heads
-from qflow_node.core.announce import AnnouncePlan
+from qflow_node.core.announce import AnnouncePlan, pack
 from qflow_node.core.envelopes import Verified, seal_envelope
 from qflow_node.core.ledger import Reason
 from qflow_node.identity import SigningKey
@@ -43,6 +46,9 @@ from qflow_node.store.service import BlockService
 
 FINISHED_EVERY: Final = 10  # announce finished executions every tenth round
 FINAL_KINDS: Final = frozenset({"exec.completed", "exec.failed", "exec.aborted"})
+# Body bytes per heads envelope: the envelope around the body (kind, sender, seq,
+# signature) takes under 200 bytes of the kind's cap.
+BODY_BUDGET: Final = KIND_MAX_SIZE["heads"] - 1024
 
 
 def _log() -> Any:
@@ -111,7 +117,7 @@ class HeadsService:
                 await trio.sleep(self.settings.announce_interval)
 
     async def announce_once(self) -> int:
-        """One round; returns how many announcements were published. Finished executions
+        """One round; returns how many envelopes were published. Finished executions
         (heads ending in exec.completed/failed/aborted) go out only every
         `FINISHED_EVERY`-th round: late joiners still catch up, at a tenth of the cost."""
         self._round += 1
@@ -119,29 +125,22 @@ class HeadsService:
         active = await trio.to_thread.run_sync(self._active, include_finished)
         if self.withhold is not None:
             active = [(exec, heads) for exec, heads in active if not self.withhold(exec)]
-        sent = 0
-        for exec, heads in self._plan.due(self._round, active):
+        due = self._plan.due(self._round, active)
+        for exec, heads in due:
             self._merged.setdefault(exec, set()).update(heads)
-            ordered = tuple(sorted(heads, key=lambda c: c.cid_bytes))
+        sent = 0
+        for body in pack(due, max_bytes=BODY_BUDGET):
             for subnet in self.subnets:
                 self._seq += 1
-                data = seal_envelope(
-                    self.key, subnet=subnet, seq=self._seq, body=Heads(exec, ordered)
-                )
+                data = seal_envelope(self.key, subnet=subnet, seq=self._seq, body=body)
                 await self.gossip.publish(topic(subnet, "exec"), data)
                 sent += 1
         return sent
 
     def _active(self, include_finished: bool = True) -> list[tuple[CID, tuple[CID, ...]]]:
         cutoff = time.time() - self.settings.active_window
-        recent = []
-        for exec in self.ledger.executions():
-            changed = self.ledger.heads_changed_at(exec)
-            if changed is not None and changed >= cutoff:
-                recent.append((changed, exec))
-        recent.sort(key=lambda item: item[0], reverse=True)
         found = []
-        for _, exec in recent[: self.settings.max_announced]:
+        for exec in self.ledger.changed_since(cutoff, self.settings.max_announced):
             try:
                 heads = self.ledger.heads(exec)
             except LedgerStoreError as exc:
@@ -160,17 +159,25 @@ class HeadsService:
     # -- catching up --------------------------------------------------------------------
 
     def heard(self, verified: Verified[Any]) -> None:
-        """A verified `heads` envelope: start a catch-up if it names heads not merged."""
+        """A verified `heads` envelope: for each execution in it, start a catch-up if it
+        names heads neither merged nor held by the ledger."""
         body = verified.body
         if not isinstance(body, Heads) or verified.sender == self.key.peer_id:
             return
-        self._plan.heard(body.exec, body.heads, self._round + 1)
-        if self._nursery is None or body.exec in self._busy:
+        for entry in body.entries:
+            self._heard_entry(entry.exec, entry.heads, verified.sender)
+
+    def _heard_entry(self, exec: CID, heads: tuple[CID, ...], announcer: str) -> None:
+        self._plan.heard(exec, heads, self._round + 1)
+        if self._nursery is None or exec in self._busy:
             return  # not running yet, or already catching up: the next announcement
-        if set(body.heads) <= self._merged.get(body.exec, set()):
+        if set(heads) <= self._merged.get(exec, set()):
             return
-        self._busy.add(body.exec)
-        self._nursery.start_soon(self._catch_up, body.exec, body.heads, verified.sender)
+        if self.ledger.holds(exec, heads):  # merged meanwhile, e.g. from record gossip
+            self._merged.setdefault(exec, set()).update(heads)
+            return
+        self._busy.add(exec)
+        self._nursery.start_soon(self._catch_up, exec, heads, announcer)
 
     async def _catch_up(self, exec: CID, heads: tuple[CID, ...], announcer: str) -> None:
         try:

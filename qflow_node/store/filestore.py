@@ -3,8 +3,9 @@
 Crash safety: every block and pin is written by `atomic_write` (temp file in the target
 directory, write, fsync, rename, directory fsync), so after a crash a file either holds
 the whole block or does not exist. `put` returns only once the file, its directory entry
-and (when a shard directory was created) the root's entry are on disk; `put_many` fsyncs
-each file before its rename but each touched directory only once, at the end.
+and (when a shard directory was created) the root's entry are on disk. `put_many` makes
+the whole batch durable together with `atomic_write_many` (two filesystem flushes for
+the batch, ADR 0007).
 
 Concurrency: the store is safe for several threads and processes (renames are atomic and
 a block's content never changes). `gc` must not race a caller that has put blocks but not
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Final
 
 from qflow_node.codec import CID, MAX_BLOCK_SIZE, Block, cid_codec
-from qflow_node.fsio import atomic_write, fsync_dir
+from qflow_node.fsio import atomic_write, atomic_write_many, fsync_dir
 from qflow_node.store.collect import mark_live
 from qflow_node.store.errors import (
     BlockNotFoundError,
@@ -76,20 +77,14 @@ class FileBlockStore:
         batch = list(blocks)
         for block in batch:  # refuse the whole batch before writing any of it
             check_block(block, self._max)
-        dirty: set[Path] = set()
-        root_dirty = False
-        try:
-            for block in batch:
-                wrote, new_shard = self._write(block, sync_dir=False)
-                if wrote:
-                    dirty.add(self._layout.block_path(block.cid.encode()).parent)
-                root_dirty |= new_shard
-        finally:
-            # Even on error: the blocks already renamed must become durable too.
-            for directory in sorted(dirty):
-                fsync_dir(directory)
-            if root_dirty:
-                fsync_dir(self.root)
+        writes: dict[Path, bytes] = {}
+        for block in batch:
+            path = self._layout.block_path(block.cid.encode())
+            if path not in writes and not self._present(block.cid, path):
+                writes[path] = block.data
+        if [shard for shard in {path.parent for path in writes} if _mkdir(shard)]:
+            fsync_dir(self.root)  # the new shard directories' entries
+        atomic_write_many(list(writes.items()))
 
     def get(self, cid: CID) -> bytes:
         if not is_storable(cid):
@@ -227,11 +222,7 @@ class FileBlockStore:
     def _write(self, block: Block, *, sync_dir: bool) -> tuple[bool, bool]:
         """Write one checked block. Returns (file written, root entry needs an fsync)."""
         path = self._layout.block_path(block.cid.encode())
-        try:
-            self._read_verified(block.cid, path)
-        except (BlockNotFoundError, CorruptBlockError):
-            pass  # absent, or corrupt and now quarantined: (re)write it
-        else:
+        if self._present(block.cid, path):
             return False, False
         try:
             atomic_write(path, block.data, sync_dir=sync_dir)
@@ -242,6 +233,14 @@ class FileBlockStore:
             atomic_write(path, block.data, sync_dir=sync_dir)
             return True, True
         return True, False
+
+    def _present(self, cid: CID, path: Path) -> bool:
+        """Whether a good copy of the block is stored (a corrupt one is quarantined)."""
+        try:
+            self._read_verified(cid, path)
+        except (BlockNotFoundError, CorruptBlockError):
+            return False  # absent, or corrupt and now quarantined: (re)write it
+        return True
 
     def _read_verified(self, cid: CID, path: Path) -> bytes:
         try:

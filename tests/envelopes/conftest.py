@@ -13,6 +13,7 @@ from qflow_node.codec.envelope_bodies import (
     Claim,
     Control,
     Heads,
+    HeadsEntry,
     Heartbeat,
     InlineBlock,
     Manifest,
@@ -37,6 +38,11 @@ def make_bodies() -> dict[str, Body]:
     inputs = raw_block(b'{"k":"v"}')
     record = dag_block({"kind": "step.completed", "pad": "x" * 120})
     heads = sorted([record.cid, submission.cid], key=lambda c: c.cid_bytes)
+    other = dag_block({"format": "qflow.submission/0", "nonce": b"\x08" * 16})
+    entries = sorted(
+        [HeadsEntry(exec=submission.cid, heads=tuple(heads)), HeadsEntry(other.cid, (record.cid,))],
+        key=lambda entry: entry.exec.cid_bytes,
+    )
     control = Control(
         exec=submission.cid,
         action="approve",
@@ -70,7 +76,7 @@ def make_bodies() -> dict[str, Body]:
         "record": RecordAnnouncement(
             record=record.cid, blocks=(InlineBlock(cid=record.cid, data=record.data),)
         ),
-        "heads": Heads(exec=submission.cid, heads=tuple(heads)),
+        "heads": Heads(entries=tuple(entries)),
         "control": sign_control(ACTOR, control),
         "rejection": Rejection(
             exec=submission.cid,

@@ -41,7 +41,7 @@ def test_real_envelopes_validate(sealed: dict[str, bytes]) -> None:
     for doc in docs.values():
         VALIDATOR.validate(doc)
     assert docs["claim"]["body"]["rank"] == 1
-    assert docs["heads"]["body"]["exec"]["/"].startswith("bafyrei")
+    assert [e["exec"]["/"][:7] for e in docs["heads"]["body"]["entries"]] == ["bafyrei"] * 2
 
 
 Mutation = Callable[[dict[str, Any]], None]
@@ -68,6 +68,13 @@ def manifest_set(**changes: Any) -> Mutation:
     return mutate
 
 
+def entry_set(**changes: Any) -> Mutation:
+    def mutate(doc: dict[str, Any]) -> None:
+        doc["body"]["entries"][0].update(copy.deepcopy(changes))
+
+    return mutate
+
+
 RAW = {"/": "bafkrei" + "a" * 52}
 BROKEN: dict[str, tuple[str, Mutation]] = {
     "version 2": ("claim", top_set(v=2)),
@@ -87,8 +94,13 @@ BROKEN: dict[str, tuple[str, Mutation]] = {
     "no subnets": ("heartbeat", body_set(subnets=[])),
     "bad subnet": ("heartbeat", body_set(subnets=["a/b"])),
     "node is a did": ("heartbeat", body_set(node="did:key:z6Mk" + "a" * 44)),
-    "no heads": ("heads", body_set(heads=[])),
-    "raw head": ("heads", body_set(heads=[RAW])),
+    "no heads": ("heads", entry_set(heads=[])),
+    "raw head": ("heads", entry_set(heads=[RAW])),
+    "raw exec in an entry": ("heads", entry_set(exec=RAW)),
+    "unknown entry field": ("heads", entry_set(extra=1)),
+    "no entries": ("heads", body_set(entries=[])),
+    "257 entries": ("heads", lambda d: d["body"].update(entries=d["body"]["entries"] * 129)),
+    "one execution's old form": ("heads", lambda d: d.update(body=d["body"]["entries"][0])),
     "nine blocks": ("record", lambda d: d["body"].update(blocks=d["body"]["blocks"] * 9)),
     "pause with step": ("control", body_set(action="pause")),
     "approve without step": ("control", body_set(step=None)),

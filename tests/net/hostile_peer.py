@@ -23,7 +23,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
 from qflow_node.codec import dag_block
-from qflow_node.codec.envelope_bodies import Claim, Heads, Heartbeat, Manifest
+from qflow_node.codec.envelope_bodies import Claim, Heads, HeadsEntry, Heartbeat, Manifest
 from qflow_node.core.envelopes import seal_envelope
 from qflow_node.identity import SigningKey
 from qflow_node.net.gossip import GossipSettings, open_gossip
@@ -38,7 +38,7 @@ def cases(key: SigningKey, subnet: str, kind: str) -> list[tuple[str, bytes]]:
     """(reason the receiver must give, envelope bytes) for one topic."""
     claim = seal_envelope(key, subnet=subnet, seq=1, body=Claim(EXEC, "s", 1, 1000, 0))
     if kind == "exec":
-        good = seal_envelope(key, subnet=subnet, seq=1, body=Heads(EXEC, (EXEC,)))
+        good = seal_envelope(key, subnet=subnet, seq=1, body=Heads((HeadsEntry(EXEC, (EXEC,)),)))
     elif kind == "nodes":
         manifest = Manifest(
             wasm_engine="x", memory_bytes=1, load=0, free_work_tokens=0, version="0.1.0"

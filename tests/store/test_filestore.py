@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from qflow_node import fsio
 from qflow_node.codec import DAG_CBOR, Block, cid_for, dag_block, raw_block
 from qflow_node.store import (
     BlockNotFoundError,
@@ -280,8 +281,15 @@ class SyncLog:
             self.events.append(("rename", os.fspath(src), os.fspath(dst)))
             real_replace(src, dst)
 
+        real_syncfs = fsio.syncfs
+
+        def syncfs(path: Path) -> bool:
+            self.events.append(("syncfs", str(path), ""))
+            return real_syncfs(path)
+
         monkeypatch.setattr(os, "fsync", fsync)
         monkeypatch.setattr(os, "replace", replace)
+        monkeypatch.setattr(fsio, "syncfs", syncfs)
 
     def of(self, kind: str) -> list[str]:
         return [path for k, path, _ in self.events if k == kind]
@@ -335,11 +343,37 @@ def test_put_fsyncs_file_then_shard_then_root(
     assert log.events == []
 
 
-def test_put_many_fsyncs_every_file_before_its_rename_and_each_dir_once(
+def test_put_many_flushes_the_whole_batch_twice_around_its_renames(
     store: FileBlockStore, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if not fsio.syncfs(root):
+        pytest.skip("no syncfs(2) here: the fallback is tested below")
     blocks = distinct_shard_blocks(5)
-    # Two blocks per shard for the first three shards, to show the dir fsync is batched.
+    store.put_many(blocks[:2])  # some shard directories exist, others are created
+    log = SyncLog(monkeypatch)
+    batch = blocks + [raw_block(b"late " + b.data) for b in blocks]
+    store.put_many(batch)
+
+    renames = [i for i, e in enumerate(log.events) if e[0] == "rename"]
+    written = batch[2:]  # the first two were stored already
+    assert [log.events[i][2] for i in renames] == [str(block_file(root, b)) for b in written]
+    syncs = [i for i, e in enumerate(log.events) if e[0] == "syncfs"]
+    # One flush after every temp file is written and before any rename (data and inodes
+    # durable), one after the last rename (the directory entries); no per-file fsync.
+    assert len(syncs) == 2
+    assert syncs[0] < renames[0] and renames[-1] < syncs[1]
+    assert log.of("fsync-file") == []
+    assert log.of("fsync-dir") == [str(root)]  # shard directories were created
+    for block in batch:
+        assert store.get(block.cid) == block.data
+    assert not [p for p in root.rglob("*.tmp")]
+
+
+def test_put_many_without_syncfs_fsyncs_every_file_and_each_dir_once(
+    store: FileBlockStore, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fsio, "_SYNCFS", None)
+    blocks = distinct_shard_blocks(5)
     extra = [raw_block(f"{b.cid.encode()} #{i}".encode()) for i, b in enumerate(blocks[:3])]
     store.put_many(extra)  # creates some shard dirs first
     log = SyncLog(monkeypatch)
@@ -352,13 +386,12 @@ def test_put_many_fsyncs_every_file_before_its_rename_and_each_dir_once(
         fsync_at = log.events.index(("fsync-file", src, ""))
         assert fsync_at < log.events.index(("rename", src, _dst))
     assert len(log.of("fsync-file")) == len(batch)
-    # Directory fsyncs: all after the last rename, one per touched shard, plus the root
-    # because this batch created shard directories.
+    # Shard directory fsyncs: all after the last rename, one per touched shard.
     last_rename = max(i for i, e in enumerate(log.events) if e[0] == "rename")
-    first_dir_sync = min(i for i, e in enumerate(log.events) if e[0] == "fsync-dir")
-    assert first_dir_sync > last_rename
+    shard_syncs = [i for i, e in enumerate(log.events) if e[0] == "fsync-dir" and e[1] != str(root)]
+    assert min(shard_syncs) > last_rename
     touched = sorted({str(block_file(root, b).parent) for b in batch})
-    assert log.of("fsync-dir") == [*touched, str(root)]
+    assert log.of("fsync-dir") == [str(root), *touched]  # root: shards were created
 
 
 def test_put_many_of_blocks_already_stored_syncs_nothing(
