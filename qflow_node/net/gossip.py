@@ -415,6 +415,18 @@ class QflowPubsub(Pubsub):
         self._drained.set()
         self._drained = trio.Event()
 
+    async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
+        if msg_forwarder == self.my_id and msg.from_id == self.my_id.to_bytes():
+            # Our own publish, sealed and signed here a moment ago: py-libp2p would
+            # verify both our signatures again and deliver it to our own subscribers,
+            # every one of which ignores its own node's envelopes.
+            if self._is_msg_seen(msg):
+                return
+            self._mark_msg_seen(msg)
+            await self.router.publish(msg_forwarder, msg)
+            return
+        await super().push_msg(msg_forwarder, msg)
+
     def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
         for topic in publish_message.topicIDs:
             if topic not in self.topic_ids:

@@ -19,6 +19,7 @@ wire.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from typing import cast
 
@@ -90,7 +91,17 @@ class QflowMuxerMultistream(MuxerMultistream):
         return self._annotate_connection(muxed, conn, protocol)
 
 
+# py-libp2p 0.8.1 sends a WINDOW_UPDATE frame after every read of a yamux stream (its
+# "release on read", on by default) instead of go-yamux's rule of one update once half
+# the window has been consumed: under load more than half of the frames a node wrote
+# were window updates, each a Noise message and a socket write here and a frame for the
+# peer's reader. The library reads this switch on every read; off, it follows go-yamux.
+RELEASE_ON_READ_ENV = "PY_YAMUX_RELEASE_ON_READ"
+
+
 def use_qflow_yamux(host: IHost) -> None:
-    """Make every connection `host` upgrades use `QflowYamux`."""
+    """Make every connection `host` upgrades use `QflowYamux`, with go-yamux's window
+    updates (unless the operator set `PY_YAMUX_RELEASE_ON_READ` themselves)."""
+    os.environ.setdefault(RELEASE_ON_READ_ENV, "0")
     swarm = cast(Swarm, host.get_network())  # what new_host builds; the interface hides it
     swarm.upgrader.muxer_multistream.__class__ = QflowMuxerMultistream

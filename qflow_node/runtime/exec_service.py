@@ -195,7 +195,10 @@ class ExecService:
         self._looks: list[tuple[int, bytes, CID]] = []  # CIDs do not order: their bytes do
         self._look_at: dict[CID, int] = {}
         self._sweep_at = 0
-        self._starved: set[CID] = set()  # wanted to claim, no free work slot
+        # Wanted to claim, found no free work slot: looked at again, oldest first, one
+        # per work slot that frees (waking them all re-decided every waiting execution
+        # each time a slot finished: most of a loaded node's scheduling time).
+        self._starved: OrderedDict[CID, None] = OrderedDict()
         self.resumed = trio.Event()  # unfinished executions re-opened after a (re)start
         self._nursery: trio.Nursery | None = None
         self.completed_slots = 0  # slots this node committed (status, tests)
@@ -398,8 +401,12 @@ class ExecService:
 
     def _heard_claim(self, body: ClaimBody, verified: Verified[Any]) -> None:
         slot = Slot(body.exec, body.step, body.attempt)
-        lease_until = mono_ms() + body.lease_ms
-        if self.book.observe(Claim(slot, verified.sender, body.rank, lease_until, verified.seq)):
+        now = mono_ms()
+        held = self.book.holder(slot, now)
+        claim = Claim(slot, verified.sender, body.rank, now + body.lease_ms, verified.seq)
+        if self.book.observe(claim) and (held is None or held.node != verified.sender):
+            # A renewal by the holder changes no decision here: the execution is looked
+            # at again when the lease it knew ends anyway.
             self.poke(slot.exec)
 
     async def _store_inline(self, blocks: Sequence[InlineBlock]) -> None:
@@ -508,22 +515,37 @@ class ExecService:
         self._dirty = set()
         live, members = self._membership(now)
         for exec in candidates:
-            replica = self.replicas.get(exec)
-            if replica is None:
-                continue
-            if replica.finished:
-                self._forget(exec)
-                continue
-            at = self._decide(replica, now, wall, live, members)
-            if self._look_at.get(exec) != at:
-                self._look_at[exec] = at
-                heapq.heappush(self._looks, (at, exec.cid_bytes, exec))
+            self._look(exec, now, wall, live, members)
+        # Free work slots go to the executions that waited longest for one.
+        while self._starved and self._slots.available_tokens > 0:
+            self._look(self._starved.popitem(last=False)[0], now, wall, live, members)
         return min(self._sweep_at, self._looks[0][0]) if self._looks else self._sweep_at
+
+    def _look(
+        self,
+        exec: CID,
+        now: int,
+        wall: int,
+        live: frozenset[str],
+        members: dict[str, tuple[str, ...]],
+    ) -> None:
+        """Decide one execution's due slots and note when to look at it again."""
+        replica = self.replicas.get(exec)
+        if replica is None:
+            return
+        if replica.finished:
+            self._forget(exec)
+            return
+        at = self._decide(replica, now, wall, live, members)
+        if self._look_at.get(exec) != at:
+            self._look_at[exec] = at
+            heapq.heappush(self._looks, (at, exec.cid_bytes, exec))
 
     def _forget(self, exec: CID) -> None:
         """A finished execution: no replica, no claims; remembered as done."""
         del self.replicas[exec]
         self._look_at.pop(exec, None)
+        self._starved.pop(exec, None)
         self.book.forget(exec)
         self._done[exec] = None
         while len(self._done) > _DONE_KEPT:
@@ -572,7 +594,7 @@ class ExecService:
                 try:  # busy: no claim, so the next rank's turn comes
                     self._slots.acquire_on_behalf_of_nowait(slot)
                 except trio.WouldBlock:
-                    self._starved.add(replica.exec)  # looked at when a slot frees
+                    self._starved[replica.exec] = None  # looked at when a slot frees
                     continue
                 if self._admit(replica, slot, now):
                     self._start(replica, slot, actions, decision.rank)
@@ -699,8 +721,6 @@ class ExecService:
         finally:
             self._working.discard(slot)
             self._slots.release_on_behalf_of(slot)  # taken when the slot was started
-            self._dirty |= self._starved  # who could not claim for want of one
-            self._starved.clear()
             self.poke(slot.exec)
 
     async def _claim(self, subnet: str, slot: Slot, rank: int) -> None:

@@ -59,6 +59,9 @@ class Replica:
     # After a restart, its own heads are "unchecked", then "checking" with peers (a record
     # lost in the crash is rewound), then "settled"; until then they are not announced.
     own_heads: Literal["unchecked", "checking", "settled"] = "settled"
+    # `due` of the current state when no control is queued: (state, result). Valid until
+    # the state changes (states are immutable: identity says it) or its wake time comes.
+    due_cache: tuple[eng.ExecState, Due] | None = None
 
     @property
     def started(self) -> bool:
@@ -173,9 +176,25 @@ class Due:
 
 
 def due(replica: Replica, now_ms: int) -> Due:
-    """The slots due at wall-clock `now_ms`."""
+    """The slots due at wall-clock `now_ms`. Without queued controls the answer depends
+    only on the state until its wake time, so it is kept (the scheduler asks after
+    every claim and record it hears)."""
     if not replica.started:
         return Due({Slot(replica.exec, START, 0): ()}, None)
+    cached = replica.due_cache
+    if (
+        cached is not None
+        and cached[0] is replica.state
+        and not replica.controls
+        and (cached[1].wake_at is None or now_ms < cached[1].wake_at)
+    ):
+        return cached[1]
+    work = _due(replica, now_ms)
+    replica.due_cache = None if replica.controls else (replica.state, work)
+    return work
+
+
+def _due(replica: Replica, now_ms: int) -> Due:
     # A control is due once it applies: a resume waits for its pause's record, which
     # may still be on its way here.
     slots: dict[Slot, list[eng.Action]] = {
