@@ -179,6 +179,7 @@ class ExecService:
         self.replicas: dict[CID, Replica] = {}
         self.book = ClaimBook()
         self._working: set[Slot] = set()  # slots claimed (each holds a work slot) until done
+        self._writing: set[Slot] = set()  # past the final check: answered as done
         self._no_channel: set[str] = set()  # peers that do not speak SLOT_CHANNEL
         self._slots = trio.CapacityLimiter(self.settings.work_slots)
         self._ingesting = trio.CapacityLimiter(_INGEST_AT_ONCE)
@@ -836,7 +837,9 @@ class ExecService:
             started = now
 
         was_finished = replica.finished
-        changed = await trio.to_thread.run_sync(refresh, replica, self.ledger)
+        # On this thread, as every other refresh of the replica: a worker thread's
+        # refresh could interleave with one of those; it reads a record or two.
+        changed = refresh(replica, self.ledger)
         self._refreshed(replica, changed, was_finished)
         event = make_event()
         lap("refresh")
@@ -854,6 +857,12 @@ class ExecService:
 
                 both.start_soon(build)
                 reason = await self._confirm(replica, slot)
+            # Again, now: while we waited, a record of the slot may have arrived, or a
+            # better claimer may have asked us about it (its question counts as its
+            # claim). Past this check the slot is ours to write, and from now on we
+            # answer that it is done (`_answer_slot`): in that order, of two claimers
+            # that each asked the other, exactly one writes.
+            reason = reason or self._superseded(replica, slot, event)
         lap("confirm+build")
         if reason is not None:
             _log().info(
@@ -865,14 +874,18 @@ class ExecService:
             )
             return 0  # blocks already stored are unreferenced: gc collects them
         record = built[0]
-        await self._announce(replica.subnet, record, writer.blocks)
-        lap("announce")
-        committed = await trio.to_thread.run_sync(
-            self.ledger.commit_next, replica.exec, heads, lambda _parents: ([], record)
-        )
-        if committed is None:  # a merge moved the heads meanwhile: ours joins them
-            await trio.to_thread.run_sync(self.ledger.merge, replica.exec, [record.cid])
-        self._refresh(replica.exec)
+        self._writing.add(slot)
+        try:
+            await self._announce(replica.subnet, record, writer.blocks)
+            lap("announce")
+            committed = await trio.to_thread.run_sync(
+                self.ledger.commit_next, replica.exec, heads, lambda _parents: ([], record)
+            )
+            if committed is None:  # a merge moved the heads meanwhile: ours joins them
+                await trio.to_thread.run_sync(self.ledger.merge, replica.exec, [record.cid])
+            self._refresh(replica.exec)
+        finally:
+            self._writing.discard(slot)  # written (the replica says so now), or failed
         lap("commit")
         _log().debug("slot.phases", exec=replica.exec.encode(), slot=slot.name, ms=phases)
         return 1
@@ -990,8 +1003,8 @@ class ExecService:
         return await self.direct.request(node, SLOT_PROTOCOL, question, SLOT_LIMITS)
 
     async def _answer_slot(self, peer: str, request: bytes) -> bytes:
-        """What this node knows of a slot: done here, and who holds valid claims."""
-        del peer
+        """What this node knows of a slot: done here (or being written), and who holds
+        valid claims - the asking node among them."""
         try:
             asked = decode_dag(request)
             if isinstance(asked, dict) and isinstance(asked.get("record"), CID):
@@ -1001,13 +1014,19 @@ class ExecService:
         except (CodecError, KeyError, TypeError, ValueError):
             return encode_dag({"error": "bad request"})
         now = mono_ms()
-        claims = sorted({c.node for c in self.book.claims(slot) if c.valid_at(now)})
         replica = self.replicas.get(slot.exec)
         done = (
-            self.book.is_done(slot)
+            slot in self._writing
+            or self.book.is_done(slot)
             or slot.exec in self._done
             or (replica is not None and _settled(replica, slot))
         )
+        if not done and peer != self.me:
+            # Only a node that claimed the slot asks: its question counts as its claim
+            # here (its claim envelope may still be on its way), so our own final check
+            # before writing sees it. Sequence 0: any real claim of it replaces this.
+            self.book.observe(Claim(slot, peer, 0, now + self.settings.lease_ms, 0))
+        claims = sorted({c.node for c in self.book.claims(slot) if c.valid_at(now)})
         return encode_dag({"done": done, "claims": claims})
 
     def _build(self, heads: Sequence[CID], writer: _RecordWriter) -> Block:
