@@ -179,6 +179,7 @@ async def _run(
             snapshot=paths.peers_snapshot,
             advertise=lambda: advertised_addrs(host),
             on_heard=peering.hint,
+            work_tokens=lambda: execs.free_work_tokens(),  # noqa: PLW0108 - execs is made below
         )
         execs = ExecService(
             key,

@@ -243,6 +243,12 @@ class ExecService:
                     await self._wake.wait()
                 self._wake = trio.Event()
 
+    def free_work_tokens(self) -> int:
+        """How many slots this node would take on now: free work slots, bounded by the
+        admission tokens left (what its heartbeats advertise)."""
+        slots = int(self._slots.available_tokens)
+        return max(0, min(slots, self.admission.available(mono_ms())))
+
     def withholds(self, exec: CID) -> bool:
         """Whether the heads of `exec` must not be announced yet: until this node has
         resumed its executions and checked its own heads with its peers after a restart,

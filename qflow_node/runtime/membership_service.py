@@ -44,7 +44,8 @@ from qflow_node.net.gossip import Gossip, GossipMessage, Validator
 from qflow_node.net.topics import topic
 from qflow_node.sandbox.limits import DEFAULT_MEMORY
 
-# No work scheduler yet: every node advertises the same number of free work tokens.
+# Advertised by a node that runs no execution service (tests, tools): the default
+# number of work slots.
 FREE_WORK_TOKENS: Final = 4
 # Verified heartbeats waiting for the consumer, keyed by their bytes (bounded).
 _PENDING_MAX: Final = 1024
@@ -63,7 +64,7 @@ def membership_config(heartbeat_interval: float) -> MembershipConfig:
     return MembershipConfig(heartbeat_ms=ms, suspect_ms=3 * ms, dead_ms=10 * ms)
 
 
-def local_manifest() -> Manifest:
+def local_manifest(free_work_tokens: int = FREE_WORK_TOKENS) -> Manifest:
     try:
         engine = f"wasmtime/{importlib.metadata.version('wasmtime')}"
     except importlib.metadata.PackageNotFoundError:
@@ -72,7 +73,7 @@ def local_manifest() -> Manifest:
         wasm_engine=engine,
         memory_bytes=DEFAULT_MEMORY,
         load=_load_permille(),
-        free_work_tokens=FREE_WORK_TOKENS,
+        free_work_tokens=free_work_tokens,
         version=__version__,
     )
 
@@ -106,7 +107,10 @@ class MembershipService:
         *,
         advertise: Callable[[], Sequence[str]] = tuple,
         on_heard: Callable[[str, Sequence[str]], None] | None = None,
+        work_tokens: Callable[[], int] = lambda: FREE_WORK_TOKENS,
     ) -> None:
+        """`work_tokens()`: the work this node can take on now, advertised in every
+        heartbeat (the execution service's free work slots and admission tokens)."""
         self.key = key
         self.gossip = gossip
         self.subnets = tuple(sorted(set(subnets)))
@@ -122,6 +126,7 @@ class MembershipService:
         self._logged_rejected: dict[str, int] = {}
         self._advertise = advertise  # our listen addrs for heartbeats
         self._on_heard = on_heard  # (node, its addrs) for every heartbeat heard
+        self._work_tokens = work_tokens
 
     # --- receiving -------------------------------------------------------------------
 
@@ -229,7 +234,10 @@ class MembershipService:
         self._seq += 1
         addrs = tuple(self._advertise())[:MAX_ADDRS]
         body = HeartbeatBody(
-            node=self.key.peer_id, subnets=self.subnets, manifest=local_manifest(), addrs=addrs
+            node=self.key.peer_id,
+            subnets=self.subnets,
+            manifest=local_manifest(self._work_tokens()),
+            addrs=addrs,
         )
         for subnet in self.subnets:
             data = seal_envelope(self.key, subnet=subnet, seq=self._seq, body=body)

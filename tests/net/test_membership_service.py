@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +21,11 @@ from qflow_node.identity import SigningKey
 from qflow_node.net.gossip import Gossip, open_gossip
 from qflow_node.net.host import build_host
 from qflow_node.net.topics import topic
-from qflow_node.runtime.membership_service import MembershipService, local_manifest
+from qflow_node.runtime.membership_service import (
+    FREE_WORK_TOKENS,
+    MembershipService,
+    local_manifest,
+)
 
 LOOPBACK = [Multiaddr("/ip4/127.0.0.1/tcp/0")]
 SUBNET = "test"
@@ -46,11 +50,20 @@ class Node:
 
 
 @asynccontextmanager
-async def member(snapshot: Path | None = None) -> AsyncIterator[Node]:
+async def member(
+    snapshot: Path | None = None, work_tokens: Callable[[], int] | None = None
+) -> AsyncIterator[Node]:
     key = SigningKey.generate()
     host = build_host(key, LOOPBACK)
     async with host.run(listen_addrs=LOOPBACK), open_gossip(host) as gossip:
-        service = MembershipService(key, gossip, [SUBNET], CONFIG, snapshot=snapshot)
+        service = MembershipService(
+            key,
+            gossip,
+            [SUBNET],
+            CONFIG,
+            snapshot=snapshot,
+            work_tokens=work_tokens or (lambda: FREE_WORK_TOKENS),
+        )
         async with trio.open_nursery() as nursery:
             heartbeats = await gossip.subscribe(NODES, service.validator(SUBNET))
             scope = trio.CancelScope()
@@ -133,3 +146,18 @@ async def test_forged_and_oversized_heartbeats_are_dropped_and_counted(tmp_path:
             await gossip.publish(NODES, good)
             await a.service.wait_for(key.peer_id, PeerState.ALIVE)
         assert dict(a.service.rejected) == expected
+
+
+async def test_heartbeats_advertise_the_work_the_node_can_take_now() -> None:
+    free = [3]
+    async with member() as a, member(work_tokens=lambda: free[0]) as b:
+        await connect(b.host, a.host)
+
+        def advertised() -> int | None:
+            seen = a.service.view.members.get(b.id)
+            return None if seen is None else seen.heartbeat.manifest.free_work_tokens
+
+        with trio.fail_after(TIMEOUT):
+            await a.service.wait_until(lambda: advertised() == 3)
+            free[0] = 0  # busy: every work slot taken
+            await a.service.wait_until(lambda: advertised() == 0)
