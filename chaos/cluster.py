@@ -22,7 +22,7 @@ from typing import Any, Final
 from qflow_node.codec import parse_cid
 from qflow_node.ledger_store import LedgerStore
 from qflow_node.repo import RepoPaths
-from qflow_node.runtime.replay import replay
+from qflow_node.runtime.replay import ReplayError, replay
 from qflow_node.runtime.testing import (
     BOOT_TIMEOUT,
     LOOPBACK,
@@ -196,9 +196,12 @@ def check_ledger(repo: Path, exec_id: str, *, cli: bool = False) -> LedgerCheck:
             status = record.kind.removeprefix("exec.")
     heads = tuple(sorted(h.encode() for h in ledger.heads(exec)))
     applied: Counter[str] = Counter()
-    for _cid, record in replay(ledger, exec).applied:
-        if record.kind == "step.completed" and record.step is not None:
-            applied[record.step] += 1
+    try:
+        for _cid, record in replay(ledger, exec).applied:
+            if record.kind == "step.completed" and record.step is not None:
+                applied[record.step] += 1
+    except ReplayError as exc:  # e.g. the submission not fetched yet: not verified (yet)
+        return LedgerCheck(False, status, dict(completions), records, heads, str(exc))
     return LedgerCheck(verified, status, dict(completions), records, heads, report, dict(applied))
 
 

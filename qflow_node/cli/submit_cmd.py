@@ -212,7 +212,7 @@ def _print(result: dict[str, Any], as_json: bool) -> None:
 def _submit_to_peer(peer: str, subnet: str, blocks: list[Block], store: BlockStore) -> None:
     import trio  # only this path needs libp2p and trio: keep `qflow submit` light
 
-    from qflow_node.cli.submit_peer import PeerSubmitError, submit_via_peer
+    from qflow_node.cli.submit_peer import PeerSubmitError, Refused, submit_via_peer
 
     try:
         taken = trio.run(
@@ -228,6 +228,8 @@ def _submit_to_peer(peer: str, subnet: str, blocks: list[Block], store: BlockSto
         while isinstance(leaf, BaseExceptionGroup):
             leaf = leaf.exceptions[0]
         fail(str(leaf), EXIT_CHECK_FAILED)
+    if isinstance(taken, Refused):
+        fail(f"rejected by {taken.by}: {taken.reason}: {taken.message}", EXIT_CHECK_FAILED)
     if not taken:
         click.echo(
             f"warning: published, but no node started it within {_SUBMIT_TIMEOUT:g} s",

@@ -5,12 +5,14 @@ signed by the submitter) connects to the peer, joins the subnet's `flows` topic 
 once the peer has it in its mesh, publishes the `submission` envelope with the blocks
 inline that fit. It serves every block over bitswap too (a node fetches what was not
 inline from the sender), and waits until some node announces the execution's
-`exec.started` record - proof the subnet took it - or the timeout passes.
+`exec.started` record - proof the subnet took it - or a `rejection` of it (the subnet
+refused it: docs/protocol.md, "Rejections"), or the timeout passes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 import trio
@@ -18,7 +20,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
 from qflow_node.codec import CID, Block
-from qflow_node.codec.envelope_bodies import RecordAnnouncement
+from qflow_node.codec.envelope_bodies import RecordAnnouncement, Rejection
 from qflow_node.codec.envelope_bodies import Submission as SubmissionBody
 from qflow_node.core.envelopes import Rejected, open_envelope, seal_envelope
 from qflow_node.core.ledger import RecordError, decode_record
@@ -38,12 +40,23 @@ class PeerSubmitError(Exception):
     """The peer could not be reached, or never took the submission."""
 
 
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A node's `rejection` of the submission (advisory: any node may send one; the
+    CLI has no membership view to check the sender against)."""
+
+    by: str
+    reason: str
+    message: str
+
+
 async def submit_via_peer(
     peer: str, subnet: str, blocks: Sequence[Block], store: BlockStore, *, within: float
-) -> bool:
+) -> bool | Refused:
     """Publish the submission (blocks[0]) through `peer`, serving `store` (which holds
     every block the flow needs) over bitswap; True once some node has written
-    `exec.started` for it, False if none did within `within` seconds (it may still)."""
+    `exec.started` for it, `Refused` once a node rejected it, False if neither happened
+    within `within` seconds (it may still)."""
     exec_id = blocks[0].cid
     store.put_many(list(blocks))
     key = SigningKey.generate()
@@ -59,7 +72,7 @@ async def submit_via_peer(
         open_bitswap(host, BlockService(store).local),
         open_gossip(host) as gossip,
     ):
-        await gossip.subscribe(flows, lambda _data: True)
+        refusals = await gossip.subscribe(flows, lambda _data: True)
         records = await gossip.subscribe(exec_topic, lambda _data: True)
         with trio.move_on_after(within) as reach:
             try:
@@ -71,11 +84,35 @@ async def submit_via_peer(
             raise PeerSubmitError(f"--peer {peer}: no connection or mesh within {within:g} s")
         body = SubmissionBody(exec=exec_id, blocks=inline_blocks(blocks))
         await gossip.publish(flows, seal_envelope(key, subnet=subnet, seq=1, body=body))
+        outcome: list[bool | Refused] = []
         with trio.move_on_after(within):
-            async for message in records:
-                if _started(message.data, subnet, exec_id):
-                    return True
-    return False
+            async with trio.open_nursery() as waiting:
+
+                async def started() -> None:
+                    async for message in records:
+                        if _started(message.data, subnet, exec_id):
+                            outcome.append(True)
+                            waiting.cancel_scope.cancel()
+
+                async def refused() -> None:
+                    async for message in refusals:
+                        refusal = _refusal(message.data, subnet, exec_id)
+                        if refusal is not None:
+                            outcome.append(refusal)
+                            waiting.cancel_scope.cancel()
+
+                waiting.start_soon(started)
+                waiting.start_soon(refused)
+    return outcome[0] if outcome else False
+
+
+def _refusal(data: bytes, subnet: str, exec_id: CID) -> Refused | None:
+    """The rejection of `exec_id` a gossiped `flows` envelope carries, if it is one."""
+    opened = open_envelope(data, subnet=subnet, channel="flows")
+    if isinstance(opened, Rejected) or not isinstance(opened.body, Rejection):
+        return None
+    body = opened.body
+    return Refused(opened.sender, body.reason, body.message) if body.exec == exec_id else None
 
 
 def _started(data: bytes, subnet: str, exec_id: CID) -> bool:

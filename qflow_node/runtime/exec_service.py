@@ -384,7 +384,7 @@ class ExecService:
             )
             return
         if record.exec not in self.replicas and record.exec not in self._done:
-            await self._open_from_ledger(record.exec)
+            await self._open_from_ledger(record.exec, [sender])
         self._refresh(record.exec)
 
     def _take_inline(self, body: RecordAnnouncement) -> tuple[Record, VerifyReport]:
@@ -450,10 +450,15 @@ class ExecService:
         _log().info("exec.opened", exec=submission.cid.encode(), records=replica.records)
         self.poke(submission.cid)
 
-    async def _open_from_ledger(self, exec: CID) -> None:
+    async def _open_from_ledger(self, exec: CID, peers: Sequence[str] | None = None) -> None:
+        """Open a replica of an execution first heard of by its records (a heads
+        catch-up; records gossiped after a partition healed): its submission, flow and
+        inputs are fetched if missing - from `peers`, or every connected peer."""
         try:
+            if not self.blocks.store.has(exec):
+                await self.blocks.fetch_dag([exec], peers=peers, within=self.settings.fetch_within)
             await self._open(self._verified_submission(exec))
-        except SubmissionError as exc:
+        except (SubmissionError, StoreError) as exc:
             _log().info("exec.not_opened", exec=exec.encode(), error=str(exc))
 
     def _resume(self) -> list[Replica]:

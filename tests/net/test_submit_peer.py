@@ -51,3 +51,14 @@ def test_an_unreachable_peer_is_an_error(tmp_path: Path) -> None:
     done = qflow("submit", str(flow), "--repo", str(client), "--peer", ghost, "--input", "who=x")
     assert done.returncode == 1
     assert "--peer" in done.stderr
+
+
+def test_a_refused_submission_says_why_and_fails(tmp_path: Path, cluster: Cluster) -> None:
+    # `who` is required by the flow's input schema: every node refuses the submission and
+    # one of them publishes a rejection on the flows topic, which the client hears.
+    client = make_repo(tmp_path, "client")
+    flow = ROOT / "examples" / "flows" / "greet.yaml"
+    done = qflow("submit", str(flow), "--repo", str(client), "--peer", cluster.nodes[0].addr)
+    assert done.returncode == 1, done.stderr
+    assert "rejected by 12D3KooW" in done.stderr
+    assert ": bad_inputs: " in done.stderr
