@@ -1,6 +1,7 @@
 """HeadsService with batched announcements: a round's due heads share envelopes, and a
 heard entry the ledger already holds starts no catch-up. No network: a gossip stand-in
-records what is published."""
+records what is published (real gossip between real nodes carries the same envelopes in
+tests/runtime/test_heads_service.py and the cluster tests)."""
 
 from __future__ import annotations
 
@@ -93,7 +94,7 @@ async def test_big_head_sets_are_split_by_size(tmp_path: Path) -> None:
         service.ledger._write_heads(exec, heads)
 
     sent = await service.announce_once()
-    assert sent == len(service.gossip.published) > 2 * len(SUBNETS)  # type: ignore[attr-defined]
+    assert sent == len(cast(RecordingGossip, service.gossip).published) > 2 * len(SUBNETS)
     for subnet in SUBNETS:
         entries = announced(service, subnet)
         assert sorted(e.exec.cid_bytes for e in entries) == sorted(e.cid_bytes for e in execs)
