@@ -26,6 +26,7 @@ from qflow_node.codec import CID
 from qflow_node.core.ledger import Record
 from qflow_node.ledger_store import LedgerStore, LedgerStoreError
 from qflow_node.runtime.exec_view import (
+    REJECTED,
     ExecNotFoundError,
     exec_view,
     is_terminal,
@@ -57,10 +58,12 @@ def exec_methods(
     *,
     active: Callable[[], Sequence[CID]],
     rejected: Callable[[CID], Rejection | None] = _never_rejected,
+    refusals: Callable[[], Sequence[tuple[CID, int]]] = tuple,
 ) -> dict[str, Handler]:
     """The execution methods over the node's ledger; `active()` names the executions the
-    node is driving now, `rejected(exec)` why a submission was refused, if it was (both
-    called on the trio thread: they may read the runtime's state)."""
+    node is driving now, `rejected(exec)` why a submission was refused, if it was, and
+    `refusals()` the refused ones it knows with when it learned (wall ms) - all called on
+    the trio thread: they may read the runtime's state."""
     views = _Views(ledger)
 
     async def exec_status(params: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +79,12 @@ def exec_methods(
         if not isinstance(show_all, bool):
             raise ApiError(BAD_REQUEST, "params.all must be true or false")
         driving = frozenset(active())
-        listing = partial(views.listing, driving, show_all=show_all, now=time.time())
+        refused = {
+            exec: (at_ms, why) for exec, at_ms in refusals() if (why := rejected(exec)) is not None
+        }
+        listing = partial(
+            views.listing, driving, refused=refused, show_all=show_all, now=time.time()
+        )
         return {"executions": await trio.to_thread.run_sync(listing)}
 
     async def exec_records(params: dict[str, Any]) -> dict[str, Any]:
@@ -171,10 +179,23 @@ class _Views:
             }
 
     def listing(
-        self, driving: frozenset[CID], *, show_all: bool, now: float
+        self,
+        driving: frozenset[CID],
+        *,
+        refused: Mapping[CID, tuple[int, Rejection]] | None = None,
+        show_all: bool,
+        now: float,
     ) -> list[dict[str, Any]]:
-        rows = []
-        for exec in sorted({*self.ledger.executions(), *driving}, key=CID.encode):
+        rows: list[dict[str, Any]] = []
+        held = {*self.ledger.executions(), *driving}
+        for exec, (at_ms, _why) in (refused or {}).items():
+            # A refused submission has no ledger: listed by when the refusal was learnt,
+            # like a finished execution (a ledger or a replica wins, as in exec.status).
+            if exec not in held and (show_all or now - at_ms / 1000 <= RECENT_S):
+                rows.append(
+                    {"exec": exec.encode(), "updated_at": at_ms, "status": REJECTED, "records": 0}
+                )
+        for exec in sorted(held, key=CID.encode):
             changed = self.ledger.heads_changed_at(exec)
             # The heads change last when the execution ends: older heads, older end.
             recent = changed is not None and now - changed <= RECENT_S

@@ -52,6 +52,7 @@ class KnownRejection:
     reason: str
     message: str
     by: str  # peer id of the node that refused the submission
+    at_ms: int = 0  # when this node learned it (wall clock, ms; the runtime's)
 
     def as_json(self) -> dict[str, str]:
         return {"reason": self.reason, "message": self.message, "by": self.by}

@@ -209,7 +209,10 @@ async def _run(
                 **node_methods(blocks, status=parts.status, submit=_submitter(execs)),
                 **control_methods(_steerer(execs)),
                 **exec_methods(
-                    ledger, active=lambda: list(execs.replicas), rejected=execs.rejection
+                    ledger,
+                    active=lambda: list(execs.replicas),
+                    rejected=execs.rejection,
+                    refusals=execs.refusals,
                 ),
                 **(debug_methods(partition) if config.partition_api else {}),
                 **task_methods(),

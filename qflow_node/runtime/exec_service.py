@@ -1081,7 +1081,9 @@ class ExecService:
         if not rej.definitive(error.reason, blocks_here=blocks_here):
             return  # nothing every node would agree on: logged only
         message = rej.rejection_message(error.message, error.reason)
-        self._remember_rejection(exec, rej.KnownRejection(error.reason, message, self.me))
+        self._remember_rejection(
+            exec, rej.KnownRejection(error.reason, message, self.me, wall_ms())
+        )
         now = mono_ms()
         alive, members = self._membership(now)
         why_not = rej.why_not_publish(
@@ -1123,12 +1125,17 @@ class ExecService:
             return
         self._rejection_heard_at(body.exec, now)
         self._remember_rejection(
-            body.exec, rej.KnownRejection(body.reason, body.message, verified.sender)
+            body.exec, rej.KnownRejection(body.reason, body.message, verified.sender, wall_ms())
         )
         if body.exec in self.replicas:  # valid here: a bug, or a node lying about it
             log.warning("rejection.disputed", message=body.message)
         else:
             log.info("rejection.heard", message=body.message)
+
+    def refusals(self) -> list[tuple[CID, int]]:
+        """(execution, when this node learned of its rejection: wall ms), of the
+        rejections it remembers."""
+        return [(exec, known.at_ms) for exec, known in self.rejections.items()]
 
     def rejection(self, exec: CID) -> dict[str, str] | None:
         """Why `exec` was refused (`reason`, `message`, `by`), if this node knows."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
@@ -146,3 +147,31 @@ async def test_watch_and_status_show_the_reason_and_exit_1(repo: Path) -> None:
     assert json.loads(status_json.stdout)["message"] == MESSAGE
     # No records, and that is all logs says.
     assert (logs.exit_code, logs.stdout) == (0, "")
+
+
+async def test_the_listing_shows_recent_refusals_but_not_over_a_ledger(repo: Path) -> None:
+    loaded = load_flow(GREET, store=FileBlockStore(RepoPaths(repo).blocks))
+    with local_runner(repo, loaded.compiled.ir) as runner:
+        ran = runner.run(loaded.cid, loaded.compiled.ir, {"who": "Ada"})
+    old = dag_block({"format": "qflow.submission/1", "nonce": b"\x03" * 16}).cid
+    now_ms = time.time_ns() // 1_000_000
+    learnt = {EXEC: now_ms, ran.exec: now_ms, old: now_ms - 2 * 3600 * 1000}
+    rejections = {EXEC: REFUSED, ran.exec: REFUSED, old: REFUSED}
+    api = exec_methods(
+        open_ledger(repo),
+        active=tuple,
+        rejected=rejections.get,
+        refusals=lambda: list(learnt.items()),
+    )
+    listed = (await api["exec.list"]({}))["executions"]
+    by_exec = {row["exec"]: row for row in listed}
+    assert by_exec[EXEC.encode()] == {
+        "exec": EXEC.encode(),
+        "updated_at": now_ms,
+        "status": "rejected",
+        "records": 0,
+    }
+    assert by_exec[ran.exec.encode()]["status"] == "completed"  # its ledger wins
+    assert old.encode() not in by_exec  # refused two hours ago: only with `all`
+    everything = (await api["exec.list"]({"all": True}))["executions"]
+    assert old.encode() in {row["exec"] for row in everything}
