@@ -143,6 +143,8 @@ class Watcher:
 
     def _note(self, process: NodeProcess, event: dict[str, Any]) -> None:
         self.counts[str(event.get("event"))] += 1
+        if event.get("event") == "slot.superseded":
+            self.counts[f"superseded: {superseded_why(str(event.get('reason')))}"] += 1
         exec_id = event.get("exec")
         if not isinstance(exec_id, str) or exec_id not in self.execs:
             return
@@ -518,9 +520,26 @@ def print_throughput(f: Figures) -> None:
     )
     noted = {k: f.throughput_events.get(k, 0) for k in NOTED_EVENTS}
     print(f"  during the run: {noted}")
+    why = {k: n for k, n in f.throughput_events.items() if k.startswith("superseded: ")}
+    if why:
+        print(f"  superseded because: {why}")
 
 
 NOTED_EVENTS: Final = ("peer.suspect", "slot.error", "slot.superseded", "exec.opened")
+SUPERSEDED_WHY: Final = {  # a phrase of each `slot.superseded` reason -> its short name
+    "holds the slot": "another holds the slot",
+    "claimed the slot too": "a better claimer asked or answered",
+    "has a record": "a peer had its record",
+    "already written": "exec.started written",
+}
+
+
+def superseded_why(reason: str) -> str:
+    """The kind of a `slot.superseded` reason (node ids left out)."""
+    for phrase, name in SUPERSEDED_WHY.items():
+        if phrase in reason:
+            return name
+    return "settled by a merged record"
 
 
 def print_kills(f: Figures) -> None:

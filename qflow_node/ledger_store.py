@@ -29,6 +29,7 @@ The pure logic (building, verifying, ordering records) is `qflow_node.core.ledge
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
 import os
@@ -55,7 +56,7 @@ from qflow_node.core.ledger import (
     verify_execution,
     verify_extension,
 )
-from qflow_node.fsio import atomic_write, fsync_dir
+from qflow_node.fsio import atomic_write, atomic_write_many, fsync_dir
 from qflow_node.identity.keys import SigningKey
 from qflow_node.repo import RepoPaths
 from qflow_node.store import BlockNotFoundError, BlockStore, CorruptBlockError
@@ -170,7 +171,11 @@ class LedgerStore:
         self.store = store
         self.lookup = store_lookup(store)
         self._dir = paths.ledger / HEADS_DIR
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered by the appends and merges of a `batch`
+        # Heads written inside a `batch`, by the thread running it: durable together at
+        # its end. Only that thread sees them before (`heads`).
+        self._pending: dict[CID, list[CID]] | None = None
+        self._pending_thread = 0
         self._known = KnownRecords()
         self._changes = ChangeTimes(self._scan_changes)
 
@@ -181,6 +186,11 @@ class LedgerStore:
 
     def heads(self, exec: CID) -> tuple[CID, ...]:
         """The current heads of `exec` (empty if this node knows no record of it)."""
+        pending = self._pending
+        if pending is not None and self._pending_thread == threading.get_ident():
+            written = pending.get(exec)
+            if written is not None:
+                return tuple(written)
         path = self._heads_path(exec)
         try:
             data = path.read_bytes()
@@ -231,20 +241,54 @@ class LedgerStore:
                 continue  # not ours (e.g. an editor's backup file)
         return found
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Appends, commits and merges inside write their heads durable together when
+        the block ends (`atomic_write_many`: two `syncfs` for the batch, not two fsyncs
+        per execution). For one worker thread's batch: it holds the ledger lock
+        throughout, and if the final write fails every head set of the batch is left as
+        it was (the records stay in the store, unreferenced)."""
+        with self._lock:
+            if self._pending is not None:  # nested: the outer batch writes them
+                yield
+                return
+            self._pending, self._pending_thread = {}, threading.get_ident()
+            try:
+                yield
+                written = self._pending
+            finally:
+                self._pending = None
+            self._store_heads(written)
+
     def _write_heads(self, exec: CID, heads: Sequence[CID]) -> None:
+        ordered = sorted(heads, key=lambda cid: cid.cid_bytes)
+        if self._pending is not None and self._pending_thread == threading.get_ident():
+            self._pending[exec] = ordered
+            return
+        self._store_heads({exec: ordered})
+
+    def _store_heads(self, heads: Mapping[CID, list[CID]]) -> None:
+        if not heads:
+            return
         for directory in (self._dir.parent, self._dir):  # ledger/, ledger/heads/
             if not directory.is_dir():
                 directory.mkdir(exist_ok=True)
                 fsync_dir(directory.parent)  # the new entry survives a crash
-        ordered = sorted(heads, key=lambda cid: cid.cid_bytes)
-        path = self._heads_path(exec)
-        atomic_write(path, encode_dag({"exec": exec, "heads": ordered}))
-        self._known.add(exec, ordered)
-        try:
-            changed = path.stat().st_mtime  # what heads_changed_at will say
-        except OSError:
-            changed = time.time()
-        self._changes.set(exec, changed)
+        files = [
+            (self._heads_path(exec), encode_dag({"exec": exec, "heads": ordered}))
+            for exec, ordered in heads.items()
+        ]
+        if len(files) == 1:
+            atomic_write(*files[0])
+        else:
+            atomic_write_many(files)
+        for (path, _), (exec, ordered) in zip(files, heads.items(), strict=True):
+            self._known.add(exec, ordered)
+            try:
+                changed = path.stat().st_mtime  # what heads_changed_at will say
+            except OSError:
+                changed = time.time()
+            self._changes.set(exec, changed)
 
     # -- records --------------------------------------------------------------------------
 
@@ -355,6 +399,8 @@ class LedgerStore:
                 self._write_heads(exec, heads)
             else:  # the lost record was exec.started: no record of it remains here
                 self._known.forget(exec)
+                if self._pending is not None:
+                    self._pending.pop(exec, None)
                 self._heads_path(exec).unlink(missing_ok=True)
                 self._changes.drop(exec)
         return True

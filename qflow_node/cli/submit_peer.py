@@ -20,7 +20,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
 from qflow_node.codec import CID, Block
-from qflow_node.codec.envelope_bodies import RecordAnnouncement, Rejection
+from qflow_node.codec.envelope_bodies import RecordAnnouncement, Records, Rejection
 from qflow_node.codec.envelope_bodies import Submission as SubmissionBody
 from qflow_node.core.envelopes import Rejected, open_envelope, seal_envelope
 from qflow_node.core.ledger import RecordError, decode_record
@@ -116,11 +116,20 @@ def _refusal(data: bytes, subnet: str, exec_id: CID) -> Refused | None:
 
 
 def _started(data: bytes, subnet: str, exec_id: CID) -> bool:
-    """Whether a gossiped envelope announces `exec_id`'s exec.started record."""
+    """Whether a gossiped envelope announces `exec_id`'s exec.started record (alone, or
+    among the records of a `records` envelope)."""
     opened = open_envelope(data, subnet=subnet, channel="exec")
-    if isinstance(opened, Rejected) or not isinstance(opened.body, RecordAnnouncement):
+    if isinstance(opened, Rejected):
         return False
     body = opened.body
+    if isinstance(body, RecordAnnouncement):
+        return _announces_start(body, exec_id)
+    if isinstance(body, Records):
+        return any(_announces_start(one, exec_id) for one in body.records)
+    return False
+
+
+def _announces_start(body: RecordAnnouncement, exec_id: CID) -> bool:
     for block in body.blocks:
         if block.cid == body.record:
             try:

@@ -37,11 +37,13 @@ MAX_ENVELOPE_SIZE: Final = 1 << 20
 KIND_MAX_SIZE: Final[Mapping[str, int]] = {
     "heartbeat": 4 << 10,
     "claim": 2 << 10,
+    "claims": 32 << 10,  # up to 64 claims with step names of up to 256 bytes
     "control": 4 << 10,
     "rejection": 4 << 10,
     "heads": 256 << 10,
     "submission": MAX_ENVELOPE_SIZE,
     "record": MAX_ENVELOPE_SIZE,
+    "records": MAX_ENVELOPE_SIZE,
 }
 KINDS: Final = frozenset(BODY_TYPES)
 # Which topic of a subnet (`/qflow/1/<subnet>/<channel>`) carries each kind.
@@ -49,7 +51,9 @@ CHANNEL_OF: Final[Mapping[str, str]] = {
     "heartbeat": "nodes",
     "submission": "flows",
     "claim": "exec",
+    "claims": "exec",
     "record": "exec",
+    "records": "exec",
     "heads": "exec",
     "control": "exec",
     "rejection": "flows",  # where the submitter published, so it hears the answer there

@@ -25,6 +25,7 @@ MAX_ADDR_LEN: Final = 256
 MAX_HEADS: Final = 1024
 MAX_HEADS_ENTRIES: Final = 256  # executions in one heads envelope
 MAX_INLINE_BLOCKS: Final = 8
+MAX_BATCH: Final = 64  # claims, or record announcements, in one envelope
 MAX_LEASE_MS: Final = 600_000
 MAX_RANK: Final = 1023
 MAX_REJECTION_MESSAGE: Final = 512  # characters: a reason for people, not a dump
@@ -140,6 +141,31 @@ class RecordAnnouncement(msgspec.Struct, frozen=True, forbid_unknown_fields=True
         _unique_blocks(self.blocks)
 
 
+class Claims(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Several claims in one envelope: the slots one scheduling pass of the sender
+    claimed (or renewed) together. Each means exactly what a `claim` body would."""
+
+    claims: Annotated[tuple[Claim, ...], msgspec.Meta(min_length=2, max_length=MAX_BATCH)]
+
+    def __post_init__(self) -> None:
+        slots = {(c.exec.cid_bytes, c.step, c.attempt) for c in self.claims}
+        if len(slots) != len(self.claims):
+            raise ValueError("claims must not name a slot (exec, step, attempt) twice")
+
+
+class Records(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Several record announcements in one envelope: records the sender wrote at about
+    the same time. Each means exactly what a `record` body would."""
+
+    records: Annotated[
+        tuple[RecordAnnouncement, ...], msgspec.Meta(min_length=2, max_length=MAX_BATCH)
+    ]
+
+    def __post_init__(self) -> None:
+        if len({r.record.cid_bytes for r in self.records}) != len(self.records):
+            raise ValueError("records must not announce a record twice")
+
+
 class HeadsEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The sender's current heads of one execution."""
 
@@ -206,13 +232,25 @@ class Rejection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         _dag_cbor_link(self.exec, "exec")
 
 
-Body = Heartbeat | Submission | Claim | RecordAnnouncement | Heads | Control | Rejection
+Body = (
+    Heartbeat
+    | Submission
+    | Claim
+    | Claims
+    | RecordAnnouncement
+    | Records
+    | Heads
+    | Control
+    | Rejection
+)
 
 BODY_TYPES: Final[dict[str, type[Body]]] = {
     "heartbeat": Heartbeat,
     "submission": Submission,
     "claim": Claim,
+    "claims": Claims,
     "record": RecordAnnouncement,
+    "records": Records,
     "heads": Heads,
     "control": Control,
     "rejection": Rejection,

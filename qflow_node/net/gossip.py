@@ -307,6 +307,8 @@ class QflowGossipSub(GossipSub):
       re-reads the host's addresses and the receiver re-verifies its signature and
       rewrites its address book per message. py-libp2p sends it in the first RPC on a
       stream (hello) and with control messages; go-libp2p never sends or reads it.
+      Control messages (IDONTWANT, GRAFT, PRUNE, IHAVE) go without it too
+      (`emit_control_message`).
     - IDONTWANT only for messages we forward, and only from `idontwant_threshold`
       payload bytes, like go-libp2p; py-libp2p sends one for every message, our own
       publishes included, each as a separate RPC that takes an outbound-queue slot.
@@ -327,6 +329,12 @@ class QflowGossipSub(GossipSub):
             self.stats.outbound_dropped_messages += len(rpc.publish)
             _log().debug("gossip.outbound_dropped", peer=str(peer_id), messages=len(rpc.publish))
         super()._handle_dropped_rpc(peer_id, rpc, reason)
+
+    async def emit_control_message(self, control_msg: rpc_pb2.ControlMessage, to_peer: ID) -> None:
+        """py-libp2p 0.8.1's, without the signed peer record (see the class docstring)."""
+        packet = rpc_pb2.RPC()
+        packet.control.CopyFrom(control_msg)
+        self.send_rpc(to_peer, packet, priority=True)  # control messages go first
 
     async def publish(self, msg_forwarder: ID, pubsub_msg: rpc_pb2.Message) -> None:
         """Forward a validated message (ours or a peer's) to the peers that want it."""

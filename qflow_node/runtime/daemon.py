@@ -317,6 +317,7 @@ class _Parts:
             "executions": {
                 "active": len(self.execs.replicas),
                 "slots_done_here": self.execs.completed_slots,
+                "batches": self.execs.batch_stats(),
             },
         }
 

@@ -29,16 +29,22 @@ import contextlib
 import heapq
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import trio
 
 from qflow_node.codec import CID, Block, CodecError, decode_dag, encode_dag
+from qflow_node.codec.envelope_bodies import (
+    MAX_BATCH,
+    Claims,
+    InlineBlock,
+    RecordAnnouncement,
+    Records,
+)
 from qflow_node.codec.envelope_bodies import Claim as ClaimBody
 from qflow_node.codec.envelope_bodies import Control as ControlBody
-from qflow_node.codec.envelope_bodies import InlineBlock, RecordAnnouncement
 from qflow_node.codec.envelope_bodies import Rejection as RejectionBody
 from qflow_node.codec.envelope_bodies import Submission as SubmissionBody
 from qflow_node.core import engine as eng
@@ -73,6 +79,7 @@ from qflow_node.net.channel import Channel
 from qflow_node.net.gossip import Gossip
 from qflow_node.net.reqresp import Direct, Limits, RequestError
 from qflow_node.net.topics import TopicKind, topic
+from qflow_node.runtime.batcher import Batcher
 from qflow_node.runtime.executors import StepOutcome
 from qflow_node.runtime.local import LocalRunner
 from qflow_node.runtime.membership_service import MembershipService
@@ -91,12 +98,16 @@ from qflow_node.store.service import BlockService
 
 MAX_INLINE: Final = 8  # blocks per envelope (the wire's limit)
 MAX_INLINE_BYTES: Final = 512 << 10  # inline only what keeps envelopes well under 1 MiB
+# Record announcements packed into one `records` envelope carry at most this many inline
+# bytes together (one announcement alone may carry MAX_INLINE_BYTES).
+RECORDS_INLINE_BYTES: Final = 640 << 10
 _IDLE_LOOK_MS: Final = 1_000  # re-decide at least this often, whatever happens
 _DONE_KEPT: Final = 10_000  # finished executions remembered
 CONTROL_TTL_MS: Final = 60_000  # a control that does not apply by then is dropped
 SLOT_PROTOCOL: Final = "/qflow/slot/1.0.0"  # "what do you know of this slot?", before a commit
 SLOT_CHANNEL: Final = "/qflow/slot-channel/1.0.0"  # the same, many per long-lived stream
-SLOT_LIMITS: Final = Limits(timeout=1.0, max_request_size=4096, max_response_size=64 << 10)
+# A question names up to MAX_BATCH slots (`{"slots": [...]}`), each answered in turn.
+SLOT_LIMITS: Final = Limits(timeout=1.0, max_request_size=64 << 10, max_response_size=64 << 10)
 _ASK_GRACE_S: Final = 0.5  # past SLOT_LIMITS.timeout, answers are no longer awaited
 COMMIT_TIMEOUT_S: Final = 15.0  # a slot's commit (confirm, store, announce), at most
 _INGEST_AT_ONCE: Final = 16  # records/submissions fetched and merged concurrently
@@ -119,7 +130,7 @@ def wall_ms() -> int:
 class ExecSettings:
     delta_ms: int = 250  # Δ of the normal lane: the wait per rank before taking a turn
     lease_ms: int = 3_000  # a claim's lease; renewed every third of it while working
-    work_slots: int = 4  # slots this node works on at once
+    work_slots: int = 16  # slots this node works on at once
     fetch_within: float = 10.0  # seconds to fetch the blocks of a submission or record
     admins: tuple[str, ...] = ()  # did:keys that may pause/resume/abort/approve anything
     # After a (re)start, a resumed execution is only watched this long before this node
@@ -199,7 +210,20 @@ class ExecService:
         # Wanted to claim, found no free work slot: looked at again, oldest first, one
         # per work slot that frees (waking them all re-decided every waiting execution
         # each time a slot finished: most of a loaded node's scheduling time).
+        # Those whose slot is ours first (our turn: rank 0 among the live nodes) come
+        # before those whose slot we would take over (their first node let its turn pass,
+        # busy as we are): on a saturated cluster, two busy nodes picking up the same
+        # takeover at once was most of the work done twice.
         self._starved: OrderedDict[CID, None] = OrderedDict()
+        self._starved_late: OrderedDict[CID, None] = OrderedDict()
+        # Several slots at the same stage share one operation (runtime/batcher.py):
+        # claims (and renewals) one envelope, records one put_many and one envelope,
+        # local commits one worker-thread trip, questions one request per peer.
+        self._claims = Batcher(self._flush_claims, max_items=MAX_BATCH)
+        self._builds = Batcher(self._flush_builds, max_items=MAX_BATCH)
+        self._announcements = Batcher(self._flush_announcements, max_items=MAX_BATCH)
+        self._commits = Batcher(self._flush_commits, max_items=MAX_BATCH)
+        self._askers: dict[str, Batcher[dict[str, Any], Any]] = {}
         self.resumed = trio.Event()  # unfinished executions re-opened after a (re)start
         self._nursery: trio.Nursery | None = None
         self.completed_slots = 0  # slots this node committed (status, tests)
@@ -224,6 +248,8 @@ class ExecService:
             self._nursery = nursery
             if self.channel is not None:
                 nursery.start_soon(self.channel.run)
+            for batcher in (self._claims, self._builds, self._announcements, self._commits):
+                nursery.start_soon(batcher.run)
             resumed = await trio.to_thread.run_sync(self._resume)
             hold_until = mono_ms() + self.settings.resume_hold_ms
             for replica in resumed:
@@ -248,6 +274,24 @@ class ExecService:
         admission tokens left (what its heartbeats advertise)."""
         slots = int(self._slots.available_tokens)
         return max(0, min(slots, self.admission.available(mono_ms())))
+
+    def batch_stats(self) -> dict[str, dict[str, int]]:
+        """Per batched stage, how many operations carried how many slots (`node.status`):
+        items well above batches means the node shares its per-message costs."""
+        stages: dict[str, list[Batcher[Any, Any]]] = {
+            "claims": [self._claims],
+            "builds": [self._builds],
+            "announcements": [self._announcements],
+            "commits": [self._commits],
+            "questions": list(self._askers.values()),
+        }
+        return {
+            stage: {
+                "batches": sum(b.batches for b in batchers),
+                "items": sum(b.items for b in batchers),
+            }
+            for stage, batchers in stages.items()
+        }
 
     def withholds(self, exec: CID) -> bool:
         """Whether the heads of `exec` must not be announced yet: until this node has
@@ -289,6 +333,9 @@ class ExecService:
             return
         if isinstance(body, ClaimBody):
             self._heard_claim(body, verified)
+        elif isinstance(body, Claims):
+            for claim in body.claims:
+                self._heard_claim(claim, verified)
         elif isinstance(body, ControlBody):
             try:
                 self.control(body)
@@ -297,7 +344,11 @@ class ExecService:
         elif self._nursery is None:
             return  # not running yet: heads announcements bring it later
         elif isinstance(body, RecordAnnouncement):
-            self._nursery.start_soon(self._ingest, self._heard_record(body, verified.sender))
+            self._nursery.start_soon(self._ingest, self._heard_records((body,), verified.sender))
+        elif isinstance(body, Records):
+            self._nursery.start_soon(
+                self._ingest, self._heard_records(body.records, verified.sender)
+            )
         elif isinstance(body, SubmissionBody):
             self._nursery.start_soon(
                 self._ingest, self._heard_submission(subnet, body, verified.sender)
@@ -364,16 +415,36 @@ class ExecService:
             )
             await self._reject(subnet, body.exec, sender, exc, blocks_here=blocks_here)
 
-    async def _heard_record(self, body: RecordAnnouncement, sender: str) -> None:
-        try:
-            if any(block.cid == body.record for block in body.blocks):
-                # The usual case: one trip to a worker thread stores, decodes and merges.
-                record, report = await trio.to_thread.run_sync(self._take_inline, body)
-            else:
-                record, report = await self._fetch_record(body, sender)
-        except Exception as exc:  # unreachable sender, bad blocks: heads sync catches up
-            _log().info("record.fetch_failed", record=body.record.encode(), error=str(exc))
+    async def _heard_records(
+        self, announcements: Sequence[RecordAnnouncement], sender: str
+    ) -> None:
+        """Announced records: those carried inline are stored, decoded and merged in one
+        trip to a worker thread (the usual case), the others fetched from `sender`."""
+        inline = [a for a in announcements if any(b.cid == a.record for b in a.blocks)]
+        taken: list[tuple[Record, VerifyReport] | Exception] = []
+        if inline:
+            taken = await trio.to_thread.run_sync(self._take_inline, inline)
+        for body, outcome in zip(inline, taken, strict=True):
+            await self._merged(body, sender, outcome)
+        for body in announcements:
+            if not any(b.cid == body.record for b in body.blocks):
+                fetched: tuple[Record, VerifyReport] | Exception
+                try:
+                    fetched = await self._fetch_record(body, sender)
+                except Exception as exc:
+                    fetched = exc
+                await self._merged(body, sender, fetched)
+
+    async def _merged(
+        self,
+        body: RecordAnnouncement,
+        sender: str,
+        outcome: tuple[Record, VerifyReport] | Exception,
+    ) -> None:
+        if isinstance(outcome, Exception):  # unreachable sender, bad blocks: heads sync
+            _log().info("record.fetch_failed", record=body.record.encode(), error=str(outcome))
             return
+        record, report = outcome
         if not report.ok:
             assert report.failure is not None
             _log().warning(
@@ -387,12 +458,28 @@ class ExecService:
             await self._open_from_ledger(record.exec, [sender])
         self._refresh(record.exec)
 
-    def _take_inline(self, body: RecordAnnouncement) -> tuple[Record, VerifyReport]:
-        """Store an announcement's inline blocks, the record among them, and merge it
-        (in a worker thread). LedgerStoreError, StoreError."""
-        self.blocks.store.put_many([Block(b.cid, b.data) for b in body.blocks])
-        record = self.ledger.record(body.record)
-        return record, self.ledger.merge(record.exec, [body.record])
+    def _take_inline(
+        self, bodies: Sequence[RecordAnnouncement]
+    ) -> list[tuple[Record, VerifyReport] | Exception]:
+        """Store the inline blocks of announcements whose records they carry, all in one
+        `put_many`, and merge each record (in a worker thread): per announcement, the
+        record and its merge's report, or why it failed (LedgerStoreError, StoreError)."""
+        try:
+            self.blocks.store.put_many([Block(b.cid, b.data) for a in bodies for b in a.blocks])
+        except StoreError as exc:
+            return [exc for _ in bodies]
+        taken: list[tuple[Record, VerifyReport] | Exception] = []
+        try:
+            with self.ledger.batch():  # the heads of all of them durable together
+                for body in bodies:
+                    try:
+                        record = self.ledger.record(body.record)
+                        taken.append((record, self.ledger.merge(record.exec, [body.record])))
+                    except Exception as exc:  # this one is refused, the others still merge
+                        taken.append(exc)
+        except OSError as exc:  # the heads could not be written: none of them merged
+            return [exc for _ in bodies]
+        return taken
 
     async def _fetch_record(
         self, body: RecordAnnouncement, sender: str
@@ -529,8 +616,9 @@ class ExecService:
         for exec in candidates:
             self._look(exec, now, wall, live, members)
         # Free work slots go to the executions that waited longest for one.
-        while self._starved and self._slots.available_tokens > 0:
-            self._look(self._starved.popitem(last=False)[0], now, wall, live, members)
+        while self._slots.available_tokens > 0 and (self._starved or self._starved_late):
+            waiting = self._starved or self._starved_late
+            self._look(waiting.popitem(last=False)[0], now, wall, live, members)
         return min(self._sweep_at, self._looks[0][0]) if self._looks else self._sweep_at
 
     def _look(
@@ -558,6 +646,7 @@ class ExecService:
         del self.replicas[exec]
         self._look_at.pop(exec, None)
         self._starved.pop(exec, None)
+        self._starved_late.pop(exec, None)
         self.book.forget(exec)
         self._done[exec] = None
         while len(self._done) > _DONE_KEPT:
@@ -606,7 +695,11 @@ class ExecService:
                 try:  # busy: no claim, so the next rank's turn comes
                     self._slots.acquire_on_behalf_of_nowait(slot)
                 except trio.WouldBlock:
-                    self._starved[replica.exec] = None  # looked at when a slot frees
+                    # Looked at again when a slot frees.
+                    if decision.turn == 0:
+                        self._starved[replica.exec] = None
+                    elif replica.exec not in self._starved:
+                        self._starved_late[replica.exec] = None
                     continue
                 if self._admit(replica, slot, now):
                     self._start(replica, slot, actions, decision.rank)
@@ -743,8 +836,19 @@ class ExecService:
             lease_ms=self.settings.lease_ms,
             rank=rank,
         )
-        seq = await self._publish(subnet, "exec", body)
+        seq = await self._claims.submit((subnet, body))
         self.book.observe(Claim(slot, self.me, rank, mono_ms() + self.settings.lease_ms, seq))
+
+    async def _flush_claims(self, claims: Sequence[tuple[str, ClaimBody]]) -> list[int]:
+        """One envelope per subnet for the claims of a batch; each claim's envelope seq."""
+        seqs: dict[str, int] = {}
+        for subnet in dict.fromkeys(subnet for subnet, _ in claims):
+            # A slot once per envelope: its latest claim (a renewal racing the first).
+            slots = {(b.exec, b.step, b.attempt): b for s, b in claims if s == subnet}
+            bodies = list(slots.values())
+            batch: Any = bodies[0] if len(bodies) == 1 else Claims(tuple(bodies))
+            seqs[subnet] = await self._publish(subnet, "exec", batch)
+        return [seqs[subnet] for subnet, _ in claims]
 
     async def _renew(self, subnet: str, slot: Slot, rank: int) -> None:
         while True:
@@ -864,7 +968,7 @@ class ExecService:
             async with trio.open_nursery() as both:
 
                 async def build() -> None:
-                    built.append(await trio.to_thread.run_sync(self._build, heads, writer))
+                    built.append(_raised(await self._builds.submit((heads, writer))))
 
                 both.start_soon(build)
                 reason = await self._confirm(replica, slot)
@@ -887,13 +991,12 @@ class ExecService:
         record = built[0]
         self._writing.add(slot)
         try:
-            await self._announce(replica.subnet, record, writer.blocks)
-            lap("announce")
-            committed = await trio.to_thread.run_sync(
-                self.ledger.commit_next, replica.exec, heads, lambda _parents: ([], record)
+            inline = inline_blocks([record, *[b for b in writer.blocks if b.cid != record.cid]])
+            await self._announcements.submit(
+                (replica.subnet, RecordAnnouncement(record=record.cid, blocks=inline))
             )
-            if committed is None:  # a merge moved the heads meanwhile: ours joins them
-                await trio.to_thread.run_sync(self.ledger.merge, replica.exec, [record.cid])
+            lap("announce")
+            _raised(await self._commits.submit((replica.exec, heads, record)))
             self._refresh(replica.exec)
         finally:
             self._writing.discard(slot)  # written (the replica says so now), or failed
@@ -922,8 +1025,8 @@ class ExecService:
         concurrent claimers ask each other, and every answer is judged by the same
         claim precedence, so exactly one of them writes. Nodes that do not answer in
         time are passed over (dead, or on the other side of a partition)."""
-        question = encode_dag({"exec": slot.exec, "name": slot.name, "attempt": slot.attempt})
-        answers = await self._ask_all(replica, question)
+        question = {"exec": slot.exec, "name": slot.name, "attempt": slot.attempt}
+        answers = await self._ask_all(replica, question, batch=True)
         mine = precedence(slot, self.me)
         for node, answer in answers:
             if not isinstance(answer, dict):
@@ -948,7 +1051,7 @@ class ExecService:
                 record = await trio.to_thread.run_sync(self.ledger.record, head)
                 if record.node != self.me:
                     continue
-                answers = await self._ask_all(replica, encode_dag({"record": head}))
+                answers = await self._ask_all(replica, {"record": head}, batch=False)
                 have = [a.get("have") for _, a in answers if isinstance(a, dict)]
                 if have and not any(have):
                     rewound = await trio.to_thread.run_sync(
@@ -967,10 +1070,13 @@ class ExecService:
             replica.own_heads = "settled"
             self.poke(replica.exec)
 
-    async def _ask_all(self, replica: Replica, question: bytes) -> list[tuple[str, Any]]:
+    async def _ask_all(
+        self, replica: Replica, question: dict[str, Any], *, batch: bool
+    ) -> list[tuple[str, Any]]:
         """(node, decoded answer) from each live node of the subnet that answers a
         slot-protocol question in time; the others are passed over (dead, or across a
-        partition)."""
+        partition). With `batch`, the question shares a request with the other slot
+        questions for the same node at that moment (`_ask_slots`)."""
         if self.direct is None:
             return []
         # Alive and suspect members alike: a node just back from a restart may still be
@@ -985,7 +1091,7 @@ class ExecService:
         send, receive = trio.open_memory_channel[tuple[str, Any]](len(others))
         async with send:
             for node in others:
-                self._nursery.start_soon(self._ask, node, question, send.clone())
+                self._nursery.start_soon(self._ask, node, question, batch, send.clone())
         answers: list[tuple[str, Any]] = []
         with trio.move_on_after(SLOT_LIMITS.timeout + _ASK_GRACE_S):
             async with receive:
@@ -994,13 +1100,41 @@ class ExecService:
         return answers
 
     async def _ask(
-        self, node: str, question: bytes, send: trio.MemorySendChannel[tuple[str, Any]]
+        self,
+        node: str,
+        question: dict[str, Any],
+        batch: bool,
+        send: trio.MemorySendChannel[tuple[str, Any]],
     ) -> None:
-        assert self.direct is not None
         async with send:
             with contextlib.suppress(RequestError, CodecError, trio.BrokenResourceError):
-                reply = await self._request(node, question)
-                send.send_nowait((node, decode_dag(reply)))  # room for every answer
+                if batch:
+                    answer = await self._asker(node).submit(question)
+                else:
+                    answer = decode_dag(await self._request(node, encode_dag(question)))
+                send.send_nowait((node, answer))  # room for every answer
+
+    def _asker(self, node: str) -> Batcher[dict[str, Any], Any]:
+        asker = self._askers.get(node)
+        if asker is None:
+            asker = self._askers[node] = Batcher(
+                lambda questions: self._ask_slots(node, questions), max_items=MAX_BATCH
+            )
+            assert self._nursery is not None
+            self._nursery.start_soon(asker.run)
+        return asker
+
+    async def _ask_slots(self, node: str, questions: Sequence[dict[str, Any]]) -> list[Any]:
+        """The answers of `node` to several slot questions, asked in one request
+        (`{"slots": [...]}`, answered `{"answers": [...]}` in the same order); a lone
+        question is asked as itself."""
+        if len(questions) == 1:
+            return [decode_dag(await self._request(node, encode_dag(questions[0])))]
+        reply = decode_dag(await self._request(node, encode_dag({"slots": list(questions)})))
+        answers = reply.get("answers") if isinstance(reply, dict) else None
+        if not isinstance(answers, list) or len(answers) != len(questions):
+            raise RequestError("transport", f"{node} answered {len(questions)} slots badly")
+        return answers
 
     async def _request(self, node: str, question: bytes) -> bytes:
         assert self.direct is not None
@@ -1014,17 +1148,30 @@ class ExecService:
         return await self.direct.request(node, SLOT_PROTOCOL, question, SLOT_LIMITS)
 
     async def _answer_slot(self, peer: str, request: bytes) -> bytes:
+        """The answer to a slot question, to several (`{"slots": [...]}`, answered in
+        order), or to "do you have this record?"."""
+        try:
+            asked = decode_dag(request)
+        except CodecError:
+            return encode_dag({"error": "bad request"})
+        if isinstance(asked, dict) and isinstance(asked.get("record"), CID):
+            # "Did my record reach you?" - asked by a node back from a crash.
+            return encode_dag({"have": self.blocks.store.has(asked["record"])})
+        now = mono_ms()
+        if isinstance(asked, dict) and isinstance(asked.get("slots"), list):
+            slots = asked["slots"]
+            if len(slots) > MAX_BATCH:
+                return encode_dag({"error": f"more than {MAX_BATCH} slots"})
+            return encode_dag({"answers": [self._answer_one(peer, q, now) for q in slots]})
+        return encode_dag(self._answer_one(peer, asked, now))
+
+    def _answer_one(self, peer: str, asked: Any, now: int) -> dict[str, Any]:
         """What this node knows of a slot: done here (or being written), and who holds
         valid claims - the asking node among them."""
         try:
-            asked = decode_dag(request)
-            if isinstance(asked, dict) and isinstance(asked.get("record"), CID):
-                # "Did my record reach you?" - asked by a node back from a crash.
-                return encode_dag({"have": self.blocks.store.has(asked["record"])})
             slot = Slot(asked["exec"], asked["name"], asked["attempt"])
-        except (CodecError, KeyError, TypeError, ValueError):
-            return encode_dag({"error": "bad request"})
-        now = mono_ms()
+        except (KeyError, TypeError, ValueError):
+            return {"error": "bad request"}
         replica = self.replicas.get(slot.exec)
         done = (
             slot in self._writing
@@ -1038,14 +1185,79 @@ class ExecService:
             # before writing sees it. Sequence 0: any real claim of it replaces this.
             self.book.observe(Claim(slot, peer, 0, now + self.settings.lease_ms, 0))
         claims = sorted({c.node for c in self.book.claims(slot) if c.valid_at(now)})
-        return encode_dag({"done": done, "claims": claims})
+        return {"done": done, "claims": claims}
 
-    def _build(self, heads: Sequence[CID], writer: _RecordWriter) -> Block:
-        """The record on `heads`, its blocks durable in the store (not yet a head)."""
-        parents = {head: self.ledger.record(head).clock for head in heads}
-        blocks, record = writer.build(parents)
-        self.blocks.store.put_many([*blocks, record])
-        return record
+    async def _flush_builds(
+        self, items: Sequence[tuple[Sequence[CID], _RecordWriter]]
+    ) -> list[Block | Exception]:
+        return await trio.to_thread.run_sync(self._build, items)
+
+    def _build(
+        self, items: Sequence[tuple[Sequence[CID], _RecordWriter]]
+    ) -> list[Block | Exception]:
+        """Each writer's record on its heads (or why it could not be built), the blocks
+        of all of them durable in the store in one `put_many`, not yet heads. In a
+        worker thread."""
+        records: list[Block | Exception] = []
+        blocks: list[Block] = []
+        for heads, writer in items:
+            try:
+                parents = {head: self.ledger.record(head).clock for head in heads}
+                more, record = writer.build(parents)
+            except Exception as exc:  # this slot fails (`slot.error`), the others go on
+                records.append(exc)
+                continue
+            blocks += [*more, record]
+            records.append(record)
+        self.blocks.store.put_many(blocks)
+        return records
+
+    async def _flush_commits(
+        self, items: Sequence[tuple[CID, Sequence[CID], Block]]
+    ) -> list[Exception | None]:
+        return await trio.to_thread.run_sync(self._commit_records, items)
+
+    def _commit_records(
+        self, items: Sequence[tuple[CID, Sequence[CID], Block]]
+    ) -> list[Exception | None]:
+        """Make each (exec, expected heads, record) the head of its execution; a record
+        whose heads moved meanwhile (a merge) joins them. In a worker thread."""
+        failures: list[Exception | None] = []
+        try:
+            with self.ledger.batch():  # the heads of all of them durable together
+                for exec, heads, record in items:
+                    try:
+                        if self.ledger.commit_next(exec, heads, _written(record)) is None:
+                            self.ledger.merge(exec, [record.cid])
+                    except Exception as exc:
+                        failures.append(exc)
+                    else:
+                        failures.append(None)
+        except OSError as exc:  # the heads could not be written: none is committed
+            return [exc for _ in items]
+        return failures
+
+    async def _flush_announcements(
+        self, items: Sequence[tuple[str, RecordAnnouncement]]
+    ) -> list[None]:
+        """One envelope per subnet and per RECORDS_INLINE_BYTES of inline blocks."""
+        for subnet in dict.fromkeys(subnet for subnet, _ in items):
+            batch: list[RecordAnnouncement] = []
+            size = 0
+            for s, body in items:
+                if s != subnet:
+                    continue
+                body_size = sum(len(b.data) for b in body.blocks)
+                if batch and size + body_size > RECORDS_INLINE_BYTES:
+                    await self._publish_records(subnet, batch)
+                    batch, size = [], 0
+                batch.append(body)
+                size += body_size
+            await self._publish_records(subnet, batch)
+        return [None for _ in items]
+
+    async def _publish_records(self, subnet: str, batch: Sequence[RecordAnnouncement]) -> None:
+        await self._publish(subnet, "exec", batch[0] if len(batch) == 1 else Records(tuple(batch)))
 
     async def _announce(self, subnet: str, record: Block, blocks: Sequence[Block]) -> None:
         inline = inline_blocks([record, *[b for b in blocks if b.cid != record.cid]])
@@ -1189,6 +1401,21 @@ class _RecordWriter:
         )
         self.blocks = [*blocks, record]
         return blocks, record
+
+
+def _written(
+    record: Block,
+) -> Callable[[dict[CID, Mapping[str, int]]], tuple[Sequence[Block], Block]]:
+    """For `commit_next`: a record built and stored already (its parents were chosen
+    when it was built; `commit_next` checks they are still the heads)."""
+    return lambda _parents: ([], record)
+
+
+def _raised(result: Any) -> Any:
+    """A batch's result for one item, raised if it is that item's failure."""
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 def _settled(replica: Replica, slot: Slot) -> bool:

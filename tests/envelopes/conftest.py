@@ -11,6 +11,7 @@ from qflow_node.codec.envelope import encode_envelope, signing_message
 from qflow_node.codec.envelope_bodies import (
     Body,
     Claim,
+    Claims,
     Control,
     Heads,
     HeadsEntry,
@@ -18,6 +19,7 @@ from qflow_node.codec.envelope_bodies import (
     InlineBlock,
     Manifest,
     RecordAnnouncement,
+    Records,
     Rejection,
     Submission,
 )
@@ -37,6 +39,7 @@ def make_bodies() -> dict[str, Body]:
     submission = dag_block({"format": "qflow.submission/0", "nonce": b"\x07" * 16})
     inputs = raw_block(b'{"k":"v"}')
     record = dag_block({"kind": "step.completed", "pad": "x" * 120})
+    other_record = dag_block({"kind": "step.completed", "pad": "y" * 120})
     heads = sorted([record.cid, submission.cid], key=lambda c: c.cid_bytes)
     other = dag_block({"format": "qflow.submission/0", "nonce": b"\x08" * 16})
     entries = sorted(
@@ -73,8 +76,22 @@ def make_bodies() -> dict[str, Body]:
             ),
         ),
         "claim": Claim(exec=submission.cid, step="fetch", attempt=2, lease_ms=30_000, rank=1),
+        "claims": Claims(
+            claims=(
+                Claim(exec=submission.cid, step="fetch", attempt=2, lease_ms=30_000, rank=1),
+                Claim(exec=submission.cid, step="resize", attempt=0, lease_ms=30_000, rank=0),
+            )
+        ),
         "record": RecordAnnouncement(
             record=record.cid, blocks=(InlineBlock(cid=record.cid, data=record.data),)
+        ),
+        "records": Records(
+            records=(
+                RecordAnnouncement(
+                    record=record.cid, blocks=(InlineBlock(cid=record.cid, data=record.data),)
+                ),
+                RecordAnnouncement(record=other_record.cid, blocks=()),
+            )
         ),
         "heads": Heads(entries=tuple(entries)),
         "control": sign_control(ACTOR, control),

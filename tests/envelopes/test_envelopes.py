@@ -249,6 +249,8 @@ def test_control_needs_the_actor_signature(forge: Any, bodies: dict[str, Body]) 
 
 LINK = dag_block({"other": 1}).cid
 RAW_LINK = raw_block(b"raw").cid
+CLAIM = {"exec": LINK, "step": "fetch", "attempt": 0, "lease_ms": 3000, "rank": 0}
+ANNOUNCED = {"record": LINK, "blocks": []}
 
 
 @pytest.mark.parametrize(
@@ -295,6 +297,16 @@ RAW_LINK = raw_block(b"raw").cid
         ("heads", {"entries": []}),
         ("heads", {"entries": [{"exec": LINK, "heads": [LINK]}] * 2}),
         ("heads", {"entries": None}),
+        ("claims", {"claims": []}),
+        ("claims", {"claims": [CLAIM]}),  # one claim travels as a `claim`
+        ("claims", {"claims": [CLAIM, CLAIM]}),  # a slot twice
+        ("claims", {"claims": [CLAIM, {**CLAIM, "rank": 1024}]}),
+        ("claims", {"claims": [{**CLAIM, "step": f"s{i}"} for i in range(65)]}),
+        ("claims", {"claims": [CLAIM, {**CLAIM, "attempt": 1}], "extra": 1}),
+        ("records", {"records": [ANNOUNCED]}),
+        ("records", {"records": [ANNOUNCED, ANNOUNCED]}),  # a record twice
+        ("records", {"records": [ANNOUNCED, {"record": RAW_LINK, "blocks": []}]}),
+        ("records", {"records": [ANNOUNCED, {"record": LINK}]}),
         ("record", {"record": RAW_LINK}),
         ("record", {"blocks": [{"cid": LINK, "data": b"not the block"}]}),
         ("record", {"blocks": [{"cid": RAW_LINK, "data": b"raw"}] * 2}),

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 
-from qflow_node import ledger_store
+from qflow_node import fsio, ledger_store
 from qflow_node.codec import CID, DAG_CBOR, cid_for, decode_dag, encode_dag
 from qflow_node.core.ledger import Reason, RecordError
-from qflow_node.core.ledger.testing import KEYS, PAYLOAD, SUBMISSION, sign_obj
+from qflow_node.core.ledger.testing import KEYS, OTHER_SUBMISSION, PAYLOAD, SUBMISSION, sign_obj
 from qflow_node.identity.keys import SigningKey
 from qflow_node.ledger_store import LedgerStore, LedgerStoreError, ParallelSignatureChecker
 from qflow_node.repo import RepoPaths
@@ -204,3 +205,57 @@ def test_parallel_checker_matches_the_inline_verdict(tmp_path: Path) -> None:
     inline = ledger.verify(heads=[put_after.cid])
     assert bad.failure == inline.failure
     assert bad.failure is not None and bad.failure.cid == forged.cid and bad.failure.index == 40
+
+
+def test_a_batch_writes_every_head_set_together_and_shows_them_to_its_thread_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = make_repo(tmp_path / "repo")
+    ledger = open_ledger(paths)
+    other = OTHER_SUBMISSION.cid
+    ledger.store.put(OTHER_SUBMISSION)
+    before = append_steps(ledger, KEYS[0], 1)
+    writes: list[list[Path]] = []
+    real_many = fsio.atomic_write_many
+
+    def recording(items: list[tuple[Path, bytes]]) -> None:
+        writes.append([path for path, _ in items])
+        real_many(items)
+
+    monkeypatch.setattr(ledger_store, "atomic_write_many", recording)
+    seen_elsewhere: list[tuple[CID, ...]] = []
+    with ledger.batch():
+        first = append_steps(ledger, KEYS[0], 1)  # on the head written inside: visible
+        started = ledger.append(other, "exec.started", payload=PAYLOAD.cid, key=KEYS[0])
+        assert ledger.heads(EXEC) == (first[0],) and ledger.heads(other) == (started.cid,)
+        reader = threading.Thread(target=lambda: seen_elsewhere.append(ledger.heads(EXEC)))
+        reader.start()  # another thread: the ledger lock is ours, heads() needs none
+        reader.join(timeout=10)
+        assert writes == []  # nothing on disk yet
+    assert seen_elsewhere == [(before[0],)]
+    assert [sorted(p.name for p in w) for w in writes] == [
+        sorted(f"{e.encode()}.cbor" for e in (EXEC, other))
+    ]
+    reopened = open_ledger(paths, FileBlockStore(paths.blocks))
+    assert reopened.heads(EXEC) == (first[0],) and reopened.heads(other) == (started.cid,)
+    assert reopened.verify(EXEC).ok and reopened.verify(other).ok
+
+
+def test_a_batch_whose_heads_cannot_be_written_changes_no_head_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = make_repo(tmp_path / "repo")
+    ledger = open_ledger(paths)
+    ledger.store.put(OTHER_SUBMISSION)
+    before = append_steps(ledger, KEYS[0], 1)
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ledger_store, "atomic_write_many", crash)
+    lost: list[CID] = []
+    with pytest.raises(OSError, match="disk full"), ledger.batch():
+        lost += append_steps(ledger, KEYS[0], 1)
+        ledger.append(OTHER_SUBMISSION.cid, "exec.started", payload=PAYLOAD.cid, key=KEYS[0])
+    assert ledger.heads(EXEC) == (before[0],) and ledger.heads(OTHER_SUBMISSION.cid) == ()
+    assert not ledger.holds(EXEC, lost)  # never said to be held: a merge still takes it

@@ -1,5 +1,6 @@
 """How a node answers the slot question a claimer asks before writing a record
-(docs/protocol.md, "Confirming before a commit"), on a real execution service.
+(docs/protocol.md, "Confirming before a commit"), on a real execution service; and how
+it batches claims, questions and received records (docs/protocol.md, "Batches").
 
 Two nodes that both claimed a slot each ask the other; what closes the race is that
 (1) a question counts as the asker's claim in the answerer's claim book, so the
@@ -19,14 +20,18 @@ import trio
 from multiaddr import Multiaddr
 
 from qflow_node.cli.init_cmd import init_repo
-from qflow_node.codec import decode_dag, encode_dag, raw_block
+from qflow_node.codec import dag_block, decode_dag, encode_dag, raw_block
+from qflow_node.codec.envelope_bodies import Claim as ClaimBody
+from qflow_node.codec.envelope_bodies import Claims, InlineBlock, RecordAnnouncement
+from qflow_node.core.ledger.testing import KEYS, OTHER_SUBMISSION, Replica, World
 from qflow_node.core.membership import MembershipConfig
 from qflow_node.core.scheduling import Slot, precedence
 from qflow_node.identity import SigningKey
-from qflow_node.ledger_store import LedgerStore
+from qflow_node.ledger_store import LedgerStore, LedgerStoreError
 from qflow_node.net.gossip import open_gossip
 from qflow_node.net.host import build_host
 from qflow_node.net.reqresp import Direct
+from qflow_node.net.topics import TopicKind
 from qflow_node.repo import RepoPaths
 from qflow_node.runtime.exec_service import ExecService, ExecSettings
 from qflow_node.runtime.local import LocalRunner
@@ -36,6 +41,7 @@ from qflow_node.store import FileBlockStore
 from qflow_node.store.service import BlockService
 
 SLOT = Slot(raw_block(b"an execution").cid, "step", 0)
+CLAIMED = dag_block({"an": "execution"}).cid  # what a claim envelope may name
 
 
 @asynccontextmanager
@@ -125,3 +131,75 @@ async def test_free_work_tokens_are_the_free_work_slots_within_admission() -> No
         while service.admission.take(now):  # admission spent: declines whatever is free
             pass
         assert service.free_work_tokens() == 0
+
+
+async def test_several_slots_in_one_question_are_answered_in_order() -> None:
+    async with exec_service() as service:
+        slot, better, worse = slot_between(service.me)
+        other = Slot(SLOT.exec, "other", 0)
+        service._writing.add(other)
+        questions = [{"exec": s.exec, "name": s.name, "attempt": s.attempt} for s in (slot, other)]
+        asked = encode_dag({"slots": [*questions, {"exec": SLOT.exec}]})
+        answer = decode_dag(await service._answer_slot(worse, asked))
+        assert answer == {
+            "answers": [
+                {"done": False, "claims": [worse]},  # noted as the asker's claim
+                {"done": True, "claims": []},
+                {"error": "bad request"},  # a broken item spoils only itself
+            ]
+        }
+        too_many = encode_dag({"slots": questions[:1] * 65})
+        assert decode_dag(await service._answer_slot(better, too_many)) == {
+            "error": "more than 64 slots"
+        }
+        assert [c.node for c in service.book.claims(slot)] == [worse]  # not noted
+
+
+async def test_claims_made_together_go_out_in_one_envelope_and_a_lone_one_alone() -> None:
+    async with exec_service() as service:
+        published: list[object] = []
+        publish = service._publish
+
+        async def recording(subnet: str, kind: TopicKind, body: object) -> int:
+            published.append(body)
+            return await publish(subnet, kind, body)
+
+        service._publish = recording  # type: ignore[method-assign]  # the real one, recorded
+        slots = [Slot(CLAIMED, f"s{i}", 0) for i in range(5)]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(service._claims.run)
+            async with trio.open_nursery() as claiming:  # as one scheduling pass starts them
+                for slot in slots:
+                    claiming.start_soon(service._claim, "s", slot, 0)
+            await service._claim("s", Slot(CLAIMED, "alone", 0), 1)
+            nursery.cancel_scope.cancel()
+        batch, alone = published
+        assert isinstance(batch, Claims)
+        assert sorted(c.step for c in batch.claims) == sorted(s.name for s in slots)
+        assert isinstance(alone, ClaimBody) and (alone.step, alone.rank) == ("alone", 1)
+        now = int(trio.current_time() * 1000)
+        for slot in slots:
+            holder = service.book.holder(slot, now)
+            assert holder is not None and holder.node == service.me
+
+
+async def test_records_announced_together_merge_in_one_trip_each_on_its_own() -> None:
+    first, second = World(), World(exec=OTHER_SUBMISSION.cid)
+    started = [w.append(Replica(KEYS[0])) for w in (first, second)]
+    not_a_record = dag_block({"kind": "nothing"})
+    bodies = [
+        RecordAnnouncement(record=cid, blocks=(InlineBlock(cid, w.blocks[cid.cid_bytes]),))
+        for w, cid in zip((first, second), started, strict=True)
+    ]
+    inline = (InlineBlock(not_a_record.cid, not_a_record.data),)
+    bodies.insert(1, RecordAnnouncement(not_a_record.cid, inline))
+    async with exec_service() as service:
+        taken = await trio.to_thread.run_sync(service._take_inline, bodies)
+        assert isinstance(taken[1], LedgerStoreError)  # refused alone ...
+        for outcome, exec, head in zip(
+            (taken[0], taken[2]), (first.exec, second.exec), started, strict=True
+        ):
+            assert not isinstance(outcome, Exception)
+            record, report = outcome
+            assert report.ok and record.exec == exec
+            assert service.ledger.heads(exec) == (head,)  # ... the others merged

@@ -59,7 +59,7 @@ def test_rank_zero_claims_at_once_and_rank_k_after_k_deltas() -> None:
     assert at(R[0], now=100, opened=100) == ClaimNow(rank=0)
     assert at(R[3], now=100, opened=100) == WaitUntil(3_100)
     assert at(R[3], now=3_099, opened=100) == WaitUntil(3_100)
-    assert at(R[3], now=3_100, opened=100) == ClaimNow(rank=3)
+    assert at(R[3], now=3_100, opened=100) == ClaimNow(rank=3, turn=3)
 
 
 def test_nodes_not_live_are_skipped() -> None:
@@ -70,7 +70,7 @@ def test_nodes_not_live_are_skipped() -> None:
 
 
 def test_i_count_as_live_and_claim_if_no_one_else_is() -> None:
-    assert at(R[4], now=0, live=frozenset()) == ClaimNow(rank=4)
+    assert at(R[4], now=0, live=frozenset()) == ClaimNow(rank=4, turn=0)
     assert at(R[4], now=0, live=frozenset({"12D3KooWstranger"})) == ClaimNow(rank=4)
 
 

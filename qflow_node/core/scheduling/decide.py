@@ -39,9 +39,12 @@ DEFAULT_DELTA_MS: Final = 1_000  # base Δ, the normal lane's (lanes.delta_for)
 
 @dataclass(frozen=True, slots=True)
 class ClaimNow:
-    """Claim the slot now; `rank` is my position in the ranking, for the wire claim."""
+    """Claim the slot now; `rank` is my position in the ranking, for the wire claim;
+    `turn` my place in the turn order (0: the slot is mine first, as the live node of
+    best rank; more: the nodes before me let their turn pass)."""
 
     rank: int
+    turn: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +103,7 @@ def decide(
     k = turn_order(ranking, me, live, {c.node for c in lapsed}).index(me)
     at_ms = start + k * delta_ms
     if now_ms >= at_ms:
-        return ClaimNow(rank=min(list(ranking).index(me), MAX_RANK))
+        return ClaimNow(rank=min(list(ranking).index(me), MAX_RANK), turn=k)
     return WaitUntil(at_ms)
 
 
