@@ -211,6 +211,18 @@ class Submitter:
 # -- figures ---------------------------------------------------------------------------------
 
 
+def batch_stats(cluster: Cluster) -> Counter[str]:
+    """`node.status` executions.batches of every node, summed: "<stage> batches" and
+    "<stage> items" (how many operations carried how many slots)."""
+    total: Counter[str] = Counter()
+    for node in cluster.nodes:
+        status = call(RepoPaths(node.repo).api_socket, "node.status", timeout=API_TIMEOUT)
+        for stage, counts in status["executions"]["batches"].items():
+            for what, n in counts.items():
+                total[f"{stage} {what}"] += n
+    return total
+
+
 def pct(values: Sequence[float], q: float) -> float:
     """The `q`th percentile (nearest rank); NaN for no values."""
     ordered = sorted(values)
@@ -260,6 +272,7 @@ class Figures:
     steps_by_node: dict[str, int] = field(default_factory=dict)
     step_claims: int = 0  # `slot.claimed` of step slots, all nodes
     throughput_events: dict[str, int] = field(default_factory=dict)
+    batches: Counter[str] = field(default_factory=Counter)  # "<stage> batches|items"
     throughput_cpu_s: dict[str, float] = field(default_factory=dict)
     kills: list[kill_launcher.Outcome] = field(default_factory=list)
     kill_errors: list[str] = field(default_factory=list)
@@ -380,6 +393,7 @@ def throughput(
             Submitter.send(via, wire)
 
     events_before, cpu_before = watcher.tally(), cpu_seconds(cluster)
+    batches_before = batch_stats(cluster)
     start = time.time()
     with ThreadPoolExecutor(max_workers=NODES) as pool:
         for future in [pool.submit(submit_all, node) for node in cluster.nodes]:
@@ -396,6 +410,7 @@ def throughput(
     cpu_after = cpu_seconds(cluster)
     figures.throughput_cpu_s = {n: cpu_after[n] - cpu_before[n] for n in cpu_before}
     figures.throughput_events = dict(watcher.tally() - events_before)
+    figures.batches = batch_stats(cluster) - batches_before
     done: Counter[str] = Counter()
     with watcher.processes.changed:
         for exec_id in execs:
@@ -523,6 +538,13 @@ def print_throughput(f: Figures) -> None:
     why = {k: n for k, n in f.throughput_events.items() if k.startswith("superseded: ")}
     if why:
         print(f"  superseded because: {why}")
+    stages = sorted({key.split()[0] for key in f.batches})
+    shares = [
+        f"{stage} {f.batches[stage + ' items'] / f.batches[stage + ' batches']:.1f}"
+        for stage in stages
+        if f.batches[stage + " batches"]
+    ]
+    print(f"  slots per batched operation: {', '.join(shares)}")
 
 
 NOTED_EVENTS: Final = ("peer.suspect", "slot.error", "slot.superseded", "exec.opened")

@@ -22,7 +22,13 @@ the trio thread may ask without waiting behind a merge):
   verification;
 * when each execution's heads last changed (`changed_since`): read from the files once,
   then kept by this process's writes, so finding the active executions costs no
-  directory scan.
+  directory scan;
+* the current heads of recent executions, and recently read records (decoded): this
+  process is the repo's only writer, so the heads it wrote or read are the file's, and
+  a record never changes (its CID is its hash). Every slot of a busy node re-reads its
+  execution's heads and newest records several times; from memory that is no file
+  read, hash check or decode. A heads file changed on disk behind the node's back is
+  seen when the node restarts.
 
 The pure logic (building, verifying, ordering records) is `qflow_node.core.ledger`.
 """
@@ -39,6 +45,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
+
+from cachetools import LRUCache
 
 from qflow_node.codec import CID, DAG_CBOR, Block, CodecError, decode_dag, encode_dag, parse_cid
 from qflow_node.core.ledger import (
@@ -65,6 +73,8 @@ HEADS_DIR: Final = "heads"
 HEADS_SUFFIX: Final = ".cbor"
 KNOWN_EXECUTIONS: Final = 4096  # executions whose held records are remembered (LRU)
 KNOWN_PER_EXECUTION: Final = 1024  # records remembered per execution, at most
+CACHED_HEADS: Final = 4096  # executions whose current heads are kept in memory (LRU)
+CACHED_RECORDS: Final = 8192  # decoded records kept in memory (LRU)
 
 
 class LedgerStoreError(Exception):
@@ -178,6 +188,10 @@ class LedgerStore:
         self._pending_thread = 0
         self._known = KnownRecords()
         self._changes = ChangeTimes(self._scan_changes)
+        self._cache_lock = threading.Lock()  # for the two caches; never held for I/O
+        self._heads: LRUCache[CID, tuple[CID, ...]] = LRUCache(CACHED_HEADS)
+        self._heads_writes = 0  # heads files written or removed so far (see `heads`)
+        self._records: LRUCache[CID, Record] = LRUCache(CACHED_RECORDS)
 
     # -- heads index ----------------------------------------------------------------------
 
@@ -191,6 +205,11 @@ class LedgerStore:
             written = pending.get(exec)
             if written is not None:
                 return tuple(written)
+        with self._cache_lock:
+            cached = self._heads.get(exec)
+            writes = self._heads_writes
+        if cached is not None:
+            return cached
         path = self._heads_path(exec)
         try:
             data = path.read_bytes()
@@ -198,7 +217,22 @@ class LedgerStore:
             return ()
         except OSError as exc:
             raise LedgerStoreError(f"cannot read heads index {path}: {exc.strerror}") from None
-        return _parse_heads(path, data, exec)
+        heads = _parse_heads(path, data, exec)
+        with self._cache_lock:
+            # Kept only if no heads file changed while we read: what we read may be
+            # older than a write that finished meanwhile (and left the cache since).
+            if self._heads_writes == writes:
+                self._heads[exec] = heads
+        return heads
+
+    def _cache_heads(self, exec: CID, heads: tuple[CID, ...] | None) -> None:
+        """After the heads file of `exec` was written (or removed: None)."""
+        with self._cache_lock:
+            self._heads_writes += 1
+            if heads is None:
+                self._heads.pop(exec, None)
+            else:
+                self._heads[exec] = heads
 
     def heads_changed_at(self, exec: CID) -> float | None:
         """When the heads of `exec` last changed here (epoch seconds), None if never."""
@@ -278,11 +312,17 @@ class LedgerStore:
             (self._heads_path(exec), encode_dag({"exec": exec, "heads": ordered}))
             for exec, ordered in heads.items()
         ]
-        if len(files) == 1:
-            atomic_write(*files[0])
-        else:
-            atomic_write_many(files)
+        try:
+            if len(files) == 1:
+                atomic_write(*files[0])
+            else:
+                atomic_write_many(files)
+        except BaseException:
+            for exec in heads:  # some files may be written: read them again
+                self._cache_heads(exec, None)
+            raise
         for (path, _), (exec, ordered) in zip(files, heads.items(), strict=True):
+            self._cache_heads(exec, tuple(ordered))
             self._known.add(exec, ordered)
             try:
                 changed = path.stat().st_mtime  # what heads_changed_at will say
@@ -294,6 +334,16 @@ class LedgerStore:
 
     def record(self, cid: CID) -> Record:
         """One record from the store, hash- and field-checked (not signature-checked)."""
+        with self._cache_lock:
+            cached = self._records.get(cid)
+        if cached is not None:
+            return cached
+        record = self._read_record(cid)
+        with self._cache_lock:
+            self._records[cid] = record
+        return record
+
+    def _read_record(self, cid: CID) -> Record:
         try:
             data = self.lookup(cid)
         except CorruptBlock as exc:
@@ -402,6 +452,7 @@ class LedgerStore:
                 if self._pending is not None:
                     self._pending.pop(exec, None)
                 self._heads_path(exec).unlink(missing_ok=True)
+                self._cache_heads(exec, None)
                 self._changes.drop(exec)
         return True
 

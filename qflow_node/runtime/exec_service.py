@@ -108,6 +108,7 @@ SLOT_PROTOCOL: Final = "/qflow/slot/1.0.0"  # "what do you know of this slot?", 
 SLOT_CHANNEL: Final = "/qflow/slot-channel/1.0.0"  # the same, many per long-lived stream
 # A question names up to MAX_BATCH slots (`{"slots": [...]}`), each answered in turn.
 SLOT_LIMITS: Final = Limits(timeout=1.0, max_request_size=64 << 10, max_response_size=64 << 10)
+_MEMBERSHIP_REUSE_MS: Final = 100  # `_membership` is reused this long for one view
 _ASK_GRACE_S: Final = 0.5  # past SLOT_LIMITS.timeout, answers are no longer awaited
 COMMIT_TIMEOUT_S: Final = 15.0  # a slot's commit (confirm, store, announce), at most
 _INGEST_AT_ONCE: Final = 16  # records/submissions fetched and merged concurrently
@@ -192,6 +193,8 @@ class ExecService:
         self._working: set[Slot] = set()  # slots claimed (each holds a work slot) until done
         self._writing: set[Slot] = set()  # past the final check: answered as done
         self._no_channel: set[str] = set()  # peers that do not speak SLOT_CHANNEL
+        self._members: tuple[Any, int, tuple[frozenset[str], dict[str, tuple[str, ...]]]] | None
+        self._members = None  # (view, until, what `_membership` said for it)
         self._slots = trio.CapacityLimiter(self.settings.work_slots)
         self._ingesting = trio.CapacityLimiter(_INGEST_AT_ONCE)
         # Admission: a node takes at most `admission_burst` slots at once, refilled at
@@ -788,7 +791,13 @@ class ExecService:
             _log().info("exec.reannounce_failed", exec=replica.exec.encode(), error=str(exc))
 
     def _membership(self, now: int) -> tuple[frozenset[str], dict[str, tuple[str, ...]]]:
+        """The alive nodes, and each subnet's members (alive or suspect): computed again
+        when a heartbeat changed the view or `_MEMBERSHIP_REUSE_MS` passed (a peer turns
+        suspect after missed heartbeats, seconds), not for every scheduling pass."""
         view = self.membership.view
+        cached = self._members
+        if cached is not None and cached[0] is view and now < cached[1]:
+            return cached[2]
         alive = frozenset(n for n, s in states(view, now).items() if s is PeerState.ALIVE)
         members = {
             subnet: eligible(
@@ -796,6 +805,7 @@ class ExecService:
             )
             for subnet in self.subnets
         }
+        self._members = (view, now + _MEMBERSHIP_REUSE_MS, (alive, members))
         return alive, members
 
     def _start(

@@ -231,14 +231,14 @@ async def test_unchanged_heads_are_not_replayed_again(
         return real(ledger, exec)
 
     monkeypatch.setattr(em, "exec_view", counting)
-    api = methods(repo)
+    ledger = open_ledger(repo)  # the node's: the one its API reads and its services write
+    api = exec_methods(ledger, active=list)
     params = {"exec": result.exec.encode()}
     first = await api["exec.status"](params)
     assert await api["exec.status"](params) == first
     assert len(calls) == 1
     # A new record moves the heads: the next answer replays and shows it.
     extra = raw_block(b'"again"')
-    ledger = open_ledger(repo)
     ledger.store.put(extra)
     key = load_node_key(RepoPaths(repo))
     ledger.append(result.exec, "step.completed", payload=extra.cid, key=key, step="x", attempt=1)

@@ -161,18 +161,43 @@ def test_a_flipped_bit_on_disk_is_found_by_verify(tmp_path: Path) -> None:
 
 def test_corrupt_heads_index_is_an_error(tmp_path: Path) -> None:
     paths = make_repo(tmp_path / "repo")
-    ledger = open_ledger(paths)
-    append_steps(ledger, KEYS[0], 1)
+    written = append_steps(open_ledger(paths), KEYS[0], 1)
     index = paths.ledger / "heads" / f"{EXEC.encode()}.cbor"
     index.write_bytes(b"\xff")
+    # Damage is found when the file is read: by the next process that opens the repo
+    # (the one that wrote the heads keeps them in memory).
     with pytest.raises(LedgerStoreError, match="is corrupt"):
-        ledger.heads(EXEC)
+        open_ledger(paths).heads(EXEC)
     other = cid_for(b"other", DAG_CBOR)
     index.write_bytes(encode_dag({"exec": other, "heads": [other]}))
+    ledger = open_ledger(paths)
     with pytest.raises(LedgerStoreError, match="not a heads index"):
         ledger.heads(EXEC)
     with pytest.raises(LedgerStoreError, match="not a heads index"):
         ledger.append(EXEC, "step.completed", payload=PAYLOAD.cid, key=KEYS[0], step="s")
+    index.write_bytes(encode_dag({"exec": EXEC, "heads": written}))
+    assert ledger.heads(EXEC) == tuple(written)  # a failed read is not remembered
+
+
+def test_heads_and_records_read_once_are_kept_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = make_repo(tmp_path / "repo")
+    written = append_steps(open_ledger(paths), KEYS[0], 3)
+    ledger = open_ledger(paths)
+    assert ledger.heads(EXEC) == (written[-1],)
+    records = [ledger.record(cid) for cid in written]
+    reads: list[object] = []
+
+    def read(what: object) -> bytes:
+        reads.append(what)
+        return b""
+
+    monkeypatch.setattr(Path, "read_bytes", read)  # heads files
+    monkeypatch.setattr(ledger, "lookup", read)  # record blocks
+    assert ledger.heads(EXEC) == (written[-1],)
+    assert [ledger.record(cid) for cid in written] == records
+    assert reads == []
 
 
 def test_unknown_execution_and_missing_record(tmp_path: Path) -> None:
