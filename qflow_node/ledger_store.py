@@ -200,11 +200,9 @@ class LedgerStore:
 
     def heads(self, exec: CID) -> tuple[CID, ...]:
         """The current heads of `exec` (empty if this node knows no record of it)."""
-        pending = self._pending
-        if pending is not None and self._pending_thread == threading.get_ident():
-            written = pending.get(exec)
-            if written is not None:
-                return tuple(written)
+        pending = self._my_pending()
+        if pending is not None and exec in pending:
+            return tuple(pending[exec])
         with self._cache_lock:
             cached = self._heads.get(exec)
             writes = self._heads_writes
@@ -296,10 +294,16 @@ class LedgerStore:
 
     def _write_heads(self, exec: CID, heads: Sequence[CID]) -> None:
         ordered = sorted(heads, key=lambda cid: cid.cid_bytes)
-        if self._pending is not None and self._pending_thread == threading.get_ident():
-            self._pending[exec] = ordered
-            return
-        self._store_heads({exec: ordered})
+        pending = self._my_pending()
+        if pending is not None:
+            pending[exec] = ordered
+        else:
+            self._store_heads({exec: ordered})
+
+    def _my_pending(self) -> dict[CID, list[CID]] | None:
+        """The heads written so far by the `batch` this thread runs, if it runs one."""
+        pending = self._pending
+        return pending if self._pending_thread == threading.get_ident() else None
 
     def _store_heads(self, heads: Mapping[CID, list[CID]]) -> None:
         if not heads:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+import outcome
 import trio
 
 T = TypeVar("T")
@@ -22,13 +23,12 @@ R = TypeVar("R")
 
 
 class _Waiter(Generic[T, R]):
-    __slots__ = ("done", "error", "item", "result")
+    __slots__ = ("done", "item", "outcome")
 
     def __init__(self, item: T) -> None:
         self.item = item
         self.done = trio.Event()
-        self.result: R | None = None
-        self.error: BaseException | None = None
+        self.outcome: outcome.Outcome[R] = outcome.Error(RuntimeError("batcher stopped"))
 
 
 class Batcher(Generic[T, R]):
@@ -57,9 +57,7 @@ class Batcher(Generic[T, R]):
         self._queue.append(waiter)
         self._ready.set()
         await waiter.done.wait()
-        if waiter.error is not None:
-            raise waiter.error
-        return waiter.result  # type: ignore[return-value]  # set before done, by _flush_once
+        return waiter.outcome.unwrap()
 
     async def run(self) -> None:
         """Flush batches until cancelled."""
@@ -75,18 +73,17 @@ class Batcher(Generic[T, R]):
             results = _checked(await self._flush([w.item for w in batch]), len(batch))
         except Exception as exc:  # every submitter of this batch learns of it
             for waiter in batch:
-                waiter.error = exc
+                waiter.outcome = outcome.Error(exc)
                 waiter.done.set()
             return
-        except BaseException:  # cancelled: nobody gets an answer, so nobody waits
+        except BaseException:  # cancelled: nobody gets an answer ("batcher stopped")
             for waiter in batch + self._queue:
-                waiter.error = RuntimeError("batcher stopped")
                 waiter.done.set()
             raise
         self.batches += 1
         self.items += len(batch)
         for waiter, result in zip(batch, results, strict=True):
-            waiter.result = result
+            waiter.outcome = outcome.Value(result)
             waiter.done.set()
 
 

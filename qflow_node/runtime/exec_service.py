@@ -31,7 +31,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import trio
 
@@ -95,6 +95,9 @@ from qflow_node.runtime.replica import (
 )
 from qflow_node.store import StoreError
 from qflow_node.store.service import BlockService
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 MAX_INLINE: Final = 8  # blocks per envelope (the wire's limit)
 MAX_INLINE_BYTES: Final = 512 << 10  # inline only what keeps envelopes well under 1 MiB
@@ -423,20 +426,22 @@ class ExecService:
     ) -> None:
         """Announced records: those carried inline are stored, decoded and merged in one
         trip to a worker thread (the usual case), the others fetched from `sender`."""
-        inline = [a for a in announcements if any(b.cid == a.record for b in a.blocks)]
-        taken: list[tuple[Record, VerifyReport] | Exception] = []
+        inline: list[RecordAnnouncement] = []
+        fetch: list[RecordAnnouncement] = []
+        for body in announcements:
+            carried = any(b.cid == body.record for b in body.blocks)
+            (inline if carried else fetch).append(body)
         if inline:
             taken = await trio.to_thread.run_sync(self._take_inline, inline)
-        for body, outcome in zip(inline, taken, strict=True):
-            await self._merged(body, sender, outcome)
-        for body in announcements:
-            if not any(b.cid == body.record for b in body.blocks):
-                fetched: tuple[Record, VerifyReport] | Exception
-                try:
-                    fetched = await self._fetch_record(body, sender)
-                except Exception as exc:
-                    fetched = exc
-                await self._merged(body, sender, fetched)
+            for body, outcome in zip(inline, taken, strict=True):
+                await self._merged(body, sender, outcome)
+        for body in fetch:
+            fetched: tuple[Record, VerifyReport] | Exception
+            try:
+                fetched = await self._fetch_record(body, sender)
+            except Exception as exc:
+                fetched = exc
+            await self._merged(body, sender, fetched)
 
     async def _merged(
         self,
@@ -471,18 +476,30 @@ class ExecService:
             self.blocks.store.put_many([Block(b.cid, b.data) for a in bodies for b in a.blocks])
         except StoreError as exc:
             return [exc for _ in bodies]
-        taken: list[tuple[Record, VerifyReport] | Exception] = []
+
+        def merge(body: RecordAnnouncement) -> tuple[Record, VerifyReport]:
+            record = self.ledger.record(body.record)
+            return record, self.ledger.merge(record.exec, [body.record])
+
+        return self._each_in_ledger_batch(bodies, merge)
+
+    def _each_in_ledger_batch(
+        self, items: Sequence[T], work: Callable[[T], R]
+    ) -> list[R | Exception]:
+        """`work(item)` for each item inside one `LedgerStore.batch` (their heads durable
+        together), each item's result or failure on its own; if the heads cannot be
+        written at the end, that failure is every item's. In a worker thread."""
+        results: list[R | Exception] = []
         try:
-            with self.ledger.batch():  # the heads of all of them durable together
-                for body in bodies:
+            with self.ledger.batch():
+                for item in items:
                     try:
-                        record = self.ledger.record(body.record)
-                        taken.append((record, self.ledger.merge(record.exec, [body.record])))
-                    except Exception as exc:  # this one is refused, the others still merge
-                        taken.append(exc)
-        except OSError as exc:  # the heads could not be written: none of them merged
-            return [exc for _ in bodies]
-        return taken
+                        results.append(work(item))
+                    except Exception as exc:  # this one fails, the others go on
+                        results.append(exc)
+        except OSError as exc:
+            return [exc for _ in items]
+        return results
 
     async def _fetch_record(
         self, body: RecordAnnouncement, sender: str
@@ -852,10 +869,9 @@ class ExecService:
     async def _flush_claims(self, claims: Sequence[tuple[str, ClaimBody]]) -> list[int]:
         """One envelope per subnet for the claims of a batch; each claim's envelope seq."""
         seqs: dict[str, int] = {}
-        for subnet in dict.fromkeys(subnet for subnet, _ in claims):
+        for subnet, mine in _by_subnet(claims).items():
             # A slot once per envelope: its latest claim (a renewal racing the first).
-            slots = {(b.exec, b.step, b.attempt): b for s, b in claims if s == subnet}
-            bodies = list(slots.values())
+            bodies = list({(b.exec, b.step, b.attempt): b for b in mine}.values())
             batch: Any = bodies[0] if len(bodies) == 1 else Claims(tuple(bodies))
             seqs[subnet] = await self._publish(subnet, "exec", batch)
         return [seqs[subnet] for subnet, _ in claims]
@@ -1001,10 +1017,7 @@ class ExecService:
         record = built[0]
         self._writing.add(slot)
         try:
-            inline = inline_blocks([record, *[b for b in writer.blocks if b.cid != record.cid]])
-            await self._announcements.submit(
-                (replica.subnet, RecordAnnouncement(record=record.cid, blocks=inline))
-            )
+            await self._announce(replica.subnet, record, writer.blocks)
             lap("announce")
             _raised(await self._commits.submit((replica.exec, heads, record)))
             self._refresh(replica.exec)
@@ -1232,31 +1245,22 @@ class ExecService:
     ) -> list[Exception | None]:
         """Make each (exec, expected heads, record) the head of its execution; a record
         whose heads moved meanwhile (a merge) joins them. In a worker thread."""
-        failures: list[Exception | None] = []
-        try:
-            with self.ledger.batch():  # the heads of all of them durable together
-                for exec, heads, record in items:
-                    try:
-                        if self.ledger.commit_next(exec, heads, _written(record)) is None:
-                            self.ledger.merge(exec, [record.cid])
-                    except Exception as exc:
-                        failures.append(exc)
-                    else:
-                        failures.append(None)
-        except OSError as exc:  # the heads could not be written: none is committed
-            return [exc for _ in items]
-        return failures
+
+        def commit(item: tuple[CID, Sequence[CID], Block]) -> None:
+            exec, heads, record = item
+            if self.ledger.commit_next(exec, heads, _written(record)) is None:
+                self.ledger.merge(exec, [record.cid])
+
+        return self._each_in_ledger_batch(items, commit)
 
     async def _flush_announcements(
         self, items: Sequence[tuple[str, RecordAnnouncement]]
     ) -> list[None]:
         """One envelope per subnet and per RECORDS_INLINE_BYTES of inline blocks."""
-        for subnet in dict.fromkeys(subnet for subnet, _ in items):
+        for subnet, bodies in _by_subnet(items).items():
             batch: list[RecordAnnouncement] = []
             size = 0
-            for s, body in items:
-                if s != subnet:
-                    continue
+            for body in bodies:
                 body_size = sum(len(b.data) for b in body.blocks)
                 if batch and size + body_size > RECORDS_INLINE_BYTES:
                     await self._publish_records(subnet, batch)
@@ -1270,8 +1274,10 @@ class ExecService:
         await self._publish(subnet, "exec", batch[0] if len(batch) == 1 else Records(tuple(batch)))
 
     async def _announce(self, subnet: str, record: Block, blocks: Sequence[Block]) -> None:
+        """Announce `record` (with `blocks` inline where they fit), in the next batch."""
         inline = inline_blocks([record, *[b for b in blocks if b.cid != record.cid]])
-        await self._publish(subnet, "exec", RecordAnnouncement(record=record.cid, blocks=inline))
+        body = RecordAnnouncement(record=record.cid, blocks=inline)
+        await self._announcements.submit((subnet, body))
 
     async def _publish(self, subnet: str, kind: TopicKind, body: Any) -> int:
         self._seq += 1
@@ -1411,6 +1417,14 @@ class _RecordWriter:
         )
         self.blocks = [*blocks, record]
         return blocks, record
+
+
+def _by_subnet(items: Sequence[tuple[str, T]]) -> dict[str, list[T]]:
+    """Items grouped by subnet (an envelope is signed for one), in order."""
+    grouped: dict[str, list[T]] = {}
+    for subnet, item in items:
+        grouped.setdefault(subnet, []).append(item)
+    return grouped
 
 
 def _written(
