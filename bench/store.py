@@ -1,9 +1,10 @@
-"""Block store throughput: put (fsyncs per block) vs put_many (batched directory fsyncs),
-then get (read + re-hash), on disk and in memory. Prints figures; asserts nothing.
+"""Block store throughput: put (one pack append + fdatasync per block) vs put_many (one
+per batch), then get (read + re-hash), on disk and in memory. Prints figures; asserts
+nothing.
 
     .venv/bin/python bench/store.py [--count 10000] [--size 400] [--batch 100] [--dir DIR]
 
-DIR (default: a temp dir) decides the filesystem measured: fsync cost is the whole story
+DIR (default: a temp dir) decides the filesystem measured: flush cost is the whole story
 for writes, so the script prints which filesystem it ran on.
 """
 
@@ -79,7 +80,7 @@ def main() -> None:
     print(f"  filesystem: {filesystem_of(base.resolve())}; {os.cpu_count()} CPUs")
     try:
         each = fresh(base, "each")
-        timed("file put (fsync file + dir each)", n, lambda: put_each(each, blocks))
+        timed("file put (append + fdatasync each)", n, lambda: put_each(each, blocks))
         batched = fresh(base, "batched")
         timed(
             f"file put_many (batches of {args.batch})",
@@ -88,10 +89,14 @@ def main() -> None:
         )
         whole = fresh(base, "whole")
         timed(f"file put_many (one batch of {n})", n, lambda: whole.put_many(blocks))
-        timed("file put again (already stored)", n, lambda: put_each(each, blocks))
+        timed("file put again (already indexed)", n, lambda: put_each(each, blocks))
         timed("file get (read + verify, warm cache)", n, lambda: get_all(each, blocks))
         timed("file iter_cids", n, lambda: sum(1 for _ in each.iter_cids()))
-        timed("file open (scan for stale temp files)", n, lambda: FileBlockStore(each.root))
+        timed(
+            "file open + first lookup (index build)",
+            n,
+            lambda: FileBlockStore(each.root).has(blocks[0].cid),
+        )
 
         memory = MemoryBlockStore()
         timed("memory put (verify)", n, lambda: put_each(memory, blocks))

@@ -1,34 +1,46 @@
-"""Storage glue for the execution ledger: records in a block store, heads on disk.
+"""Storage glue for the execution ledger: records in a block store, heads in a journal.
 
 Records are dag-cbor blocks in the node's `BlockStore`. The only other state is, per
-execution, its current head set, kept in `<repo>/ledger/heads/<exec>.cbor` (dag-cbor
-`{"exec": CID, "heads": [CID…]}`), replaced atomically (`atomic_write`).
+execution, its current head set, kept in one append-only heads journal,
+`<repo>/ledger/heads.log` (`qflow_node.appendlog`): each entry is dag-cbor
+`{"exec": CID, "heads": [CID…], "at": <epoch seconds>}` and replaces the execution's
+previous head set (`"heads": []`: the execution is gone). A write appends one entry per
+execution changed, a whole `batch` in one write and one fdatasync - no file is created
+per write. When the journal has grown to several times what its live entries take, it
+is rewritten with one entry per execution (`atomic_write`: the old journal or the whole
+new one, at every instant). Repos from before the journal kept one file per execution,
+`ledger/heads/<exec>.cbor`: those are read first (their mtime as `at`), the journal
+overrides them, and the first compaction takes them in and removes them.
 
 Crash safety: `append` puts the record block (durable when `put` returns) before it
-replaces the heads file, so after a crash the index names only blocks that exist. A
-crash in between leaves an unreferenced block nobody was told about; the next append
-links the old heads and the orphan is never part of the ledger.
+appends its heads, so the journal names only blocks that exist. A crash in between
+leaves an unreferenced block nobody was told about; the next append links the old heads
+and the orphan is never part of the ledger. A crash during an append leaves a torn tail
+(dropped when the journal is read, cut off before the next append) after whole entries:
+some head sets of the batch may be kept, each naming durable records only. An entry
+that is whole (its CRC matches) but not a heads entry is corruption, an error.
 
 Concurrency: one lock serialises appends and merges within a process. One node process
-owns a repo; two processes appending to the same execution would each overwrite the
-other's heads file (the ledger stays valid, but a record may drop out of the head set).
+owns a repo; readers (the CLI) read the journal once. Another writer (`qflow run` on the
+repo) must not write over entries it never read: each append holds `ledger/heads.lock`
+and reads the journal again first if another wrote it since. Two processes appending to
+the same execution may still each replace the other's heads (the ledger stays valid, but
+a record may drop out of the head set).
 
-In memory, beside the files (each under a small lock of its own, never held for I/O, so
-the trio thread may ask without waiting behind a merge):
+In memory (each under a small lock, never held for I/O, so the trio thread may ask
+without waiting behind a merge):
 
+* the whole heads index - every execution's heads and when they last changed - read
+  from the journal on first use, then kept by this process's writes: `heads`,
+  `executions` and `changed_since` (the active executions) cost no file read. The
+  journal changed on disk behind the node's back is seen when the node restarts;
 * which records each recent execution's ledger is known to hold (`holds`): every head
   written in this process and every head set a merge accepted. A peer announcing heads
   we already merged through record gossip is then answered without a fetch or a
   verification;
-* when each execution's heads last changed (`changed_since`): read from the files once,
-  then kept by this process's writes, so finding the active executions costs no
-  directory scan;
-* the current heads of recent executions, and recently read records (decoded): this
-  process is the repo's only writer, so the heads it wrote or read are the file's, and
-  a record never changes (its CID is its hash). Every slot of a busy node re-reads its
-  execution's heads and newest records several times; from memory that is no file
-  read, hash check or decode. A heads file changed on disk behind the node's back is
-  seen when the node restarts.
+* recently read records (decoded): a record never changes (its CID is its hash). Every
+  slot of a busy node re-reads its execution's newest records several times; from
+  memory that is no block read, hash check or decode.
 
 The pure logic (building, verifying, ordering records) is `qflow_node.core.ledger`.
 """
@@ -36,11 +48,13 @@ The pure logic (building, verifying, ordering records) is `qflow_node.core.ledge
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import multiprocessing
 import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -48,6 +62,7 @@ from typing import Any, Final
 
 from cachetools import LRUCache
 
+from qflow_node.appendlog import FRAME, MAGIC, AppendLog, LogFormatError, frame, parse
 from qflow_node.codec import CID, DAG_CBOR, Block, CodecError, decode_dag, encode_dag, parse_cid
 from qflow_node.core.ledger import (
     CorruptBlock,
@@ -64,16 +79,20 @@ from qflow_node.core.ledger import (
     verify_execution,
     verify_extension,
 )
-from qflow_node.fsio import atomic_write, atomic_write_many, fsync_dir
+from qflow_node.fsio import atomic_write, fsync_dir
 from qflow_node.identity.keys import SigningKey
+from qflow_node.log import get_logger
 from qflow_node.repo import RepoPaths
 from qflow_node.store import BlockNotFoundError, BlockStore, CorruptBlockError
 
-HEADS_DIR: Final = "heads"
+JOURNAL: Final = "heads.log"  # ledger/heads.log, the heads journal
+LOCK_FILE: Final = "heads.lock"  # held by a writer of the journal while it appends
+HEADS_DIR: Final = "heads"  # ledger/heads/<exec>.cbor: the heads files of older repos
 HEADS_SUFFIX: Final = ".cbor"
+COMPACT_MIN_BYTES = 1 << 20  # a journal is rewritten only once larger than this...
+COMPACT_RATIO = 4  # ... and than this many times the size of its live entries
 KNOWN_EXECUTIONS: Final = 4096  # executions whose held records are remembered (LRU)
 KNOWN_PER_EXECUTION: Final = 1024  # records remembered per execution, at most
-CACHED_HEADS: Final = 4096  # executions whose current heads are kept in memory (LRU)
 CACHED_RECORDS: Final = 8192  # decoded records kept in memory (LRU)
 
 
@@ -142,36 +161,8 @@ class KnownRecords:
             return True
 
 
-class ChangeTimes:
-    """exec -> when its heads last changed (epoch seconds, the heads file's mtime).
-
-    Filled by `scan` (reading the heads files) on first use, then kept by the writes of
-    this process; a write before that first use is left to the scan, which sees it.
-    """
-
-    def __init__(self, scan: Callable[[], dict[CID, float]]) -> None:
-        self._scan = scan
-        self._times: dict[CID, float] | None = None
-        self._lock = threading.Lock()  # held through the one scan: no write slips past it
-
-    def set(self, exec: CID, at: float) -> None:
-        with self._lock:
-            if self._times is not None:
-                self._times[exec] = at
-
-    def drop(self, exec: CID) -> None:
-        with self._lock:
-            if self._times is not None:
-                self._times.pop(exec, None)
-
-    def since(self, cutoff: float, limit: int | None = None) -> list[CID]:
-        """Executions changed at or after `cutoff`, newest first, at most `limit`."""
-        with self._lock:
-            if self._times is None:
-                self._times = self._scan()
-            recent = [(at, exec) for exec, at in self._times.items() if at >= cutoff]
-        recent.sort(key=lambda item: item[0], reverse=True)
-        return [exec for _, exec in recent[:limit]]
+# exec -> (heads, when they changed, the size of its journal entry with its frame)
+_Entry = tuple[tuple[CID, ...], float, int]
 
 
 class LedgerStore:
@@ -180,78 +171,57 @@ class LedgerStore:
     def __init__(self, store: BlockStore, paths: RepoPaths) -> None:
         self.store = store
         self.lookup = store_lookup(store)
-        self._dir = paths.ledger / HEADS_DIR
+        self._journal = paths.ledger / JOURNAL
+        self._legacy_dir = paths.ledger / HEADS_DIR
         self._lock = threading.RLock()  # re-entered by the appends and merges of a `batch`
         # Heads written inside a `batch`, by the thread running it: durable together at
         # its end. Only that thread sees them before (`heads`).
         self._pending: dict[CID, list[CID]] | None = None
         self._pending_thread = 0
         self._known = KnownRecords()
-        self._changes = ChangeTimes(self._scan_changes)
-        self._cache_lock = threading.Lock()  # for the two caches; never held for I/O
-        self._heads: LRUCache[CID, tuple[CID, ...]] = LRUCache(CACHED_HEADS)
-        self._heads_writes = 0  # heads files written or removed so far (see `heads`)
+        # The heads index, read on first use (`_loaded`, under `_load_lock` so that the
+        # trio thread's first read never waits behind a batch holding `_lock`).
+        self._load_lock = threading.Lock()
+        self._index: dict[CID, _Entry] | None = None
+        self._cache_lock = threading.Lock()  # for the index and the records; never held for I/O
         self._records: LRUCache[CID, Record] = LRUCache(CACHED_RECORDS)
+        # The writer's side, under `_lock` (`_writer`).
+        self._lock_fd = -1
+        self._log: AppendLog | None = None
+        self._close_log: Callable[[], object] = lambda: None
+        self._journal_end = 0  # where its whole entries end, as last read or written
+        self._seen = (0, 0)  # its (inode, size) then: any other means another wrote it
+        self._live_bytes = 0  # what the index's entries take in the journal (`_compact`)
+        self._compact_floor = 0  # no compaction below this size (after one failed)
+        self._legacy: dict[CID, Path] = {}  # older repos' heads files still on disk
 
     # -- heads index ----------------------------------------------------------------------
-
-    def _heads_path(self, exec: CID) -> Path:
-        return self._dir / f"{exec.encode()}{HEADS_SUFFIX}"
 
     def heads(self, exec: CID) -> tuple[CID, ...]:
         """The current heads of `exec` (empty if this node knows no record of it)."""
         pending = self._my_pending()
         if pending is not None and exec in pending:
             return tuple(pending[exec])
+        index = self._loaded()
         with self._cache_lock:
-            cached = self._heads.get(exec)
-            writes = self._heads_writes
-        if cached is not None:
-            return cached
-        path = self._heads_path(exec)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return ()
-        except OSError as exc:
-            raise LedgerStoreError(f"cannot read heads index {path}: {exc.strerror}") from None
-        heads = _parse_heads(path, data, exec)
-        with self._cache_lock:
-            # Kept only if no heads file changed while we read: what we read may be
-            # older than a write that finished meanwhile (and left the cache since).
-            if self._heads_writes == writes:
-                self._heads[exec] = heads
-        return heads
-
-    def _cache_heads(self, exec: CID, heads: tuple[CID, ...] | None) -> None:
-        """After the heads file of `exec` was written (or removed: None)."""
-        with self._cache_lock:
-            self._heads_writes += 1
-            if heads is None:
-                self._heads.pop(exec, None)
-            else:
-                self._heads[exec] = heads
+            entry = index.get(exec)
+        return () if entry is None else entry[0]
 
     def heads_changed_at(self, exec: CID) -> float | None:
         """When the heads of `exec` last changed here (epoch seconds), None if never."""
-        try:
-            return self._heads_path(exec).stat().st_mtime
-        except FileNotFoundError:
-            return None
+        index = self._loaded()
+        with self._cache_lock:
+            entry = index.get(exec)
+        return None if entry is None else entry[1]
 
     def changed_since(self, cutoff: float, limit: int | None = None) -> list[CID]:
         """Executions whose heads changed at or after `cutoff` (epoch seconds, as
-        `heads_changed_at`), newest first, at most `limit`. From memory after the first
-        call (which reads every heads file once)."""
-        return self._changes.since(cutoff, limit)
-
-    def _scan_changes(self) -> dict[CID, float]:
-        times = {}
-        for exec in self.executions():
-            changed = self.heads_changed_at(exec)
-            if changed is not None:
-                times[exec] = changed
-        return times
+        `heads_changed_at`), newest first, at most `limit`. From memory."""
+        index = self._loaded()
+        with self._cache_lock:
+            recent = [(at, exec) for exec, (_, at, _) in index.items() if at >= cutoff]
+        recent.sort(key=lambda item: item[0], reverse=True)
+        return [exec for _, exec in recent[:limit]]
 
     def holds(self, exec: CID, heads: Iterable[CID]) -> bool:
         """Whether all of `heads` are known to be in our verified ledger of `exec` (so a
@@ -260,26 +230,87 @@ class LedgerStore:
         return self._known.holds(exec, heads)
 
     def executions(self) -> list[CID]:
-        """Executions with a heads index, sorted by CID string."""
-        try:
-            names = sorted(p.name for p in self._dir.iterdir() if p.name.endswith(HEADS_SUFFIX))
-        except FileNotFoundError:
-            return []
-        found = []
-        for name in names:
+        """Executions with heads, sorted by CID string."""
+        index = self._loaded()
+        with self._cache_lock:
+            found = list(index)
+        return sorted(found, key=CID.encode)
+
+    def _loaded(self) -> dict[CID, _Entry]:
+        """The heads index, read from disk on first use (again after a failed read)."""
+        index = self._index
+        if index is None:
+            with self._load_lock:
+                if self._index is None:
+                    self._index = self._load()
+                index = self._index
+        return index
+
+    def _load(self) -> dict[CID, _Entry]:
+        """Older repos' heads files, then the journal over them (later entries win)."""
+        index: dict[CID, _Entry] = {}
+        legacy = self._legacy_files()
+        for exec, path in list(legacy.items()):
             try:
-                found.append(parse_cid(name.removesuffix(HEADS_SUFFIX)))
-            except ValueError:
-                continue  # not ours (e.g. an editor's backup file)
+                data, at = path.read_bytes(), path.stat().st_mtime
+            except FileNotFoundError:
+                del legacy[exec]
+                continue
+            except OSError as exc:
+                raise LedgerStoreError(f"cannot read heads index {path}: {exc.strerror}") from None
+            heads = _parse_heads(path, data, exec)
+            index[exec] = (heads, at, FRAME.size + len(heads_entry(exec, heads, at)))
+        try:
+            with self._journal.open("rb") as file:
+                inode, data = os.fstat(file.fileno()).st_ino, file.read()
+        except FileNotFoundError:
+            inode, data = 0, b""
+        except OSError as exc:
+            raise LedgerStoreError(
+                f"cannot read heads journal {self._journal}: {exc.strerror}"
+            ) from None
+        try:
+            entries, end = parse(self._journal, data)
+        except LogFormatError as exc:
+            raise LedgerStoreError(f"heads journal {exc}") from None
+        for offset, payload in entries:
+            if not payload:
+                continue  # zeros after a crash parse as empty entries; we never write one
+            exec, heads, at = _parse_entry(self._journal, offset, payload)
+            if heads:
+                index[exec] = (heads, at, FRAME.size + len(payload))
+            else:
+                index.pop(exec, None)
+        # No write runs while the index is (re)loaded: `_loaded` first, or under `_lock`.
+        self._legacy, self._journal_end, self._seen = legacy, end, (inode, end)
+        self._live_bytes = sum(size for _, _, size in index.values())
+        return index
+
+    def _legacy_files(self) -> dict[CID, Path]:
+        try:
+            paths = sorted(self._legacy_dir.iterdir())
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise LedgerStoreError(
+                f"cannot list heads index {self._legacy_dir}: {exc.strerror}"
+            ) from None
+        found = {}
+        for path in paths:
+            if path.name.endswith(HEADS_SUFFIX):
+                try:
+                    found[parse_cid(path.name.removesuffix(HEADS_SUFFIX))] = path
+                except ValueError:
+                    continue  # not ours (e.g. an editor's backup file)
         return found
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """Appends, commits and merges inside write their heads durable together when
-        the block ends (`atomic_write_many`: two `syncfs` for the batch, not two fsyncs
-        per execution). For one worker thread's batch: it holds the ledger lock
-        throughout, and if the final write fails every head set of the batch is left as
-        it was (the records stay in the store, unreferenced)."""
+        the block ends (one journal append: one fdatasync for the batch). For one worker
+        thread's batch: it holds the ledger lock throughout, and if the final write
+        fails every head set of the batch is left as it was (the records stay in the
+        store, unreferenced)."""
         with self._lock:
             if self._pending is not None:  # nested: the outer batch writes them
                 yield
@@ -293,6 +324,7 @@ class LedgerStore:
             self._store_heads(written)
 
     def _write_heads(self, exec: CID, heads: Sequence[CID]) -> None:
+        """Make `heads` the head set of `exec` (none: the execution is gone)."""
         ordered = sorted(heads, key=lambda cid: cid.cid_bytes)
         pending = self._my_pending()
         if pending is not None:
@@ -306,33 +338,109 @@ class LedgerStore:
         return pending if self._pending_thread == threading.get_ident() else None
 
     def _store_heads(self, heads: Mapping[CID, list[CID]]) -> None:
+        """Append the head sets to the journal in one durable write, then (only then)
+        take them into the index. Under `_lock`."""
         if not heads:
             return
-        for directory in (self._dir.parent, self._dir):  # ledger/, ledger/heads/
-            if not directory.is_dir():
-                directory.mkdir(exist_ok=True)
-                fsync_dir(directory.parent)  # the new entry survives a crash
-        files = [
-            (self._heads_path(exec), encode_dag({"exec": exec, "heads": ordered}))
-            for exec, ordered in heads.items()
-        ]
+        self._loaded()  # before the first append: the index must not miss it
+        at = time.time()
+        payloads = [heads_entry(exec, ordered, at) for exec, ordered in heads.items()]
+        with self._journal_locked():
+            log = self._writer()
+            log.append(payloads)
+            self._seen = (self._seen[0], log.size)
+            index = self._loaded()
+            with self._cache_lock:
+                for (exec, ordered), payload in zip(heads.items(), payloads, strict=True):
+                    old = index.pop(exec, None)
+                    self._live_bytes -= 0 if old is None else old[2]
+                    if ordered:
+                        index[exec] = (tuple(ordered), at, FRAME.size + len(payload))
+                        self._live_bytes += FRAME.size + len(payload)
+            self._maybe_compact(log.size)
+        for exec, ordered in heads.items():
+            if ordered:
+                self._known.add(exec, ordered)
+
+    @contextlib.contextmanager
+    def _journal_locked(self) -> Iterator[None]:
+        """Holds `ledger/heads.lock` (under `_lock`). A node owns its repo, but another
+        writer (`qflow run` on it, a second LedgerStore) must not write over entries it
+        never read: the journal it changed is read again first (`_writer`)."""
+        if self._lock_fd < 0:
+            ledger = self._journal.parent
+            if not ledger.is_dir():
+                ledger.mkdir(exist_ok=True)
+                fsync_dir(ledger.parent)  # the new entry survives a crash
+            fd = os.open(ledger / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._lock_fd = fd
+            weakref.finalize(self, os.close, fd)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
-            if len(files) == 1:
-                atomic_write(*files[0])
-            else:
-                atomic_write_many(files)
-        except BaseException:
-            for exec in heads:  # some files may be written: read them again
-                self._cache_heads(exec, None)
-            raise
-        for (path, _), (exec, ordered) in zip(files, heads.items(), strict=True):
-            self._cache_heads(exec, tuple(ordered))
-            self._known.add(exec, ordered)
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _writer(self) -> AppendLog:
+        """The journal's writer, opened on the first write (readers never create or
+        truncate anything). Under `_journal_locked`."""
+        try:
+            stat = self._journal.stat()
+            now = (stat.st_ino, stat.st_size)
+        except FileNotFoundError:
+            now = (0, 0)
+        if now != self._seen:  # written by another (or a torn tail): read it again
+            self._close_log()
+            self._log = None
+            with self._load_lock:
+                self._index = self._load()
+        if self._log is None:
             try:
-                changed = path.stat().st_mtime  # what heads_changed_at will say
-            except OSError:
-                changed = time.time()
-            self._changes.set(exec, changed)
+                log = AppendLog.open(self._journal, self._journal_end)
+            except LogFormatError as exc:
+                raise LedgerStoreError(f"heads journal {exc}") from None
+            self._log, self._seen = log, (self._journal.stat().st_ino, log.size)
+            self._close_log = weakref.finalize(self, log.close)  # the fd goes with us
+        return self._log
+
+    def _maybe_compact(self, size: int) -> None:
+        snapshot = len(MAGIC) + self._live_bytes
+        if size <= max(COMPACT_MIN_BYTES, COMPACT_RATIO * snapshot, self._compact_floor):
+            return
+        try:
+            self._compact()
+        except OSError as exc:  # the heads are written all the same: retry much later
+            self._close_log()  # the rename may have happened: read whichever journal is
+            self._log, self._seen = None, (-1, -1)  # there before the next append
+            self._compact_floor = size + COMPACT_MIN_BYTES
+            get_logger("qflow.ledger").warning(
+                "ledger.compaction_failed", journal=str(self._journal), error=str(exc)
+            )
+
+    def _compact(self) -> None:
+        """Rewrite the journal as one entry per execution, then remove older repos'
+        heads files (taken in). Crash-safe: the rename leaves the old journal or the
+        whole new one, and the heads files go only after it is durable."""
+        index = self._index
+        assert index is not None
+        payloads = [heads_entry(exec, h, at) for exec, (h, at, _) in index.items()]
+        # A heads file whose execution is gone must not come back if a crash keeps it.
+        gone = self._legacy.keys() - index.keys()
+        payloads += [heads_entry(exec, [], time.time()) for exec in gone]
+        data = MAGIC + b"".join(frame(payload) for payload in payloads)
+        atomic_write(self._journal, data)
+        # The old file's inode is unlinked: never append to it again (reopened lazily).
+        self._close_log()
+        self._log, self._journal_end = None, len(data)
+        self._seen = (self._journal.stat().st_ino, len(data))
+        if self._legacy:
+            for path in self._legacy.values():
+                path.unlink(missing_ok=True)
+            fsync_dir(self._legacy_dir)  # gone for good before the next compaction drops
+            self._legacy = {}  # their removal entries
+            with contextlib.suppress(OSError):  # not empty: files that are not ours
+                self._legacy_dir.rmdir()
+                fsync_dir(self._legacy_dir.parent)
 
     # -- records --------------------------------------------------------------------------
 
@@ -449,15 +557,9 @@ class LedgerStore:
                 lambda cid: record(cid).node,
             )
             self._known.discard(exec, head)  # before it leaves the ledger
-            if heads:
-                self._write_heads(exec, heads)
-            else:  # the lost record was exec.started: no record of it remains here
+            if not heads:  # the lost record was exec.started: no record of it remains here
                 self._known.forget(exec)
-                if self._pending is not None:
-                    self._pending.pop(exec, None)
-                self._heads_path(exec).unlink(missing_ok=True)
-                self._cache_heads(exec, None)
-                self._changes.drop(exec)
+            self._write_heads(exec, heads)  # none: a removal entry
         return True
 
     def merge(
@@ -549,6 +651,34 @@ class LedgerStore:
             )
         for cid in report.order:
             yield cid, self.record(cid)
+
+
+def heads_entry(exec: CID, heads: Sequence[CID], at: float) -> bytes:
+    """The heads-journal entry making `heads` (sorted by `cid_bytes`; none: removed)
+    the head set of `exec` at `at` (epoch seconds)."""
+    return encode_dag({"exec": exec, "heads": list(heads), "at": float(at)})
+
+
+def _parse_entry(path: Path, offset: int, payload: bytes) -> tuple[CID, tuple[CID, ...], float]:
+    """exec, heads, at of the journal entry at `offset` (whole: its CRC matched)."""
+    try:
+        obj = decode_dag(payload)
+    except CodecError as exc:
+        raise LedgerStoreError(
+            f"heads journal {path} is corrupt at offset {offset}: {exc}"
+        ) from None
+    if (
+        isinstance(obj, dict)
+        and obj.keys() == {"exec", "heads", "at"}
+        and isinstance(exec := obj["exec"], CID)
+        and isinstance(heads := obj["heads"], list)
+        and all(isinstance(h, CID) and h.cid_bytes[1] == DAG_CBOR for h in heads)
+        and isinstance(at := obj["at"], float)
+    ):
+        return exec, tuple(heads), at
+    raise LedgerStoreError(
+        f"heads journal {path}: the entry at offset {offset} is not a heads entry"
+    )
 
 
 def _parse_heads(path: Path, data: bytes, exec: CID) -> tuple[CID, ...]:

@@ -4,7 +4,7 @@
     DIR/keys/node.key        node Ed25519 seed (0600); also the libp2p identity
     DIR/keys/actors/NAME.key actor Ed25519 seeds (0600), did:key identities
     DIR/blocks/              block store (sharded), owned by qflow_node.store
-    DIR/ledger/              ledger indexes (heads per execution), owned by the ledger glue
+    DIR/ledger/              heads journal (heads.log), owned by the ledger glue
     DIR/run/peers.json       the running node's membership snapshot (`qflow peers`)
     DIR/run/api.sock         the running node's control API socket (docs/api.md)
 

@@ -3,8 +3,8 @@
 
 Everything is computed from the verified ledger (`runtime.exec_view`) in a worker
 thread. Views and record lists are cached per execution under its heads: a client
-polling an execution that has not moved costs one read of its heads file, not a
-verification of its whole ledger.
+polling an execution that has not moved costs a look-up of its heads in memory, not
+a verification of its whole ledger.
 """
 
 from __future__ import annotations

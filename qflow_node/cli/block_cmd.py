@@ -1,10 +1,10 @@
 """`qflow block put|get|stat`: blocks in the local repo's block store;
 `qflow block fetch|fetch-dag`: blocks through the running node (local, else bitswap).
 
-Exit codes: 0 ok; 1 the block asked for is missing or corrupt (a corrupt file is moved to
-`blocks/quarantine/`), or no node is running (fetch); 2 usage or I/O error (no repo,
-invalid CID, unreadable input, invalid JSON, oversize block, the node failed). Errors
-are one line on stderr.
+Exit codes: 0 ok; 1 the block asked for is missing or corrupt (a corrupt block file of an
+older repo is moved to `blocks/quarantine/`), or no node is running (fetch); 2 usage or
+I/O error (no repo, invalid CID, unreadable input, invalid JSON, oversize block, the node
+failed). Errors are one line on stderr.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def get_command(repo: Path, cid: str) -> None:
 def stat_command(repo: Path, as_json: bool, cid: str) -> None:
     """Print a block's CID, codec and size.
 
-    Reads the file's size only; `qflow block get` verifies the content.
+    Reads the stored size only; `qflow block get` verifies the content.
     """
     store = open_block_store(repo)
     key = cid_argument(cid)

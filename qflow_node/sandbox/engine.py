@@ -8,11 +8,13 @@ or CPU architecture) is never looked up, let alone loaded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
 import platform
 import threading
+from collections.abc import Iterator
 from typing import Any, Final
 
 import wasmtime
@@ -68,6 +70,10 @@ class EpochTicker:
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Ticks only while a store runs (`active`): an idle ticker woke its thread (and
+        # took the GIL from the event loop) 200 times a second for nothing.
+        self._busy = threading.Condition()
+        self._active = 0
 
     @property
     def running(self) -> bool:
@@ -85,8 +91,27 @@ class EpochTicker:
         if thread is None:
             return
         self._stop.set()
+        with self._busy:
+            self._busy.notify_all()
         thread.join(timeout=max(1.0, 10 * self.interval))
 
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Around running a store: its deadline counts ticks while this is held."""
+        with self._busy:
+            self._active += 1
+            self._busy.notify_all()
+        try:
+            yield
+        finally:
+            with self._busy:
+                self._active -= 1
+
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.is_set():
+            with self._busy:
+                while self._active == 0 and not self._stop.is_set():
+                    self._busy.wait()
+            if self._stop.wait(self.interval):
+                return
             self._engine.increment_epoch()

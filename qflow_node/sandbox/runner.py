@@ -236,7 +236,7 @@ class Sandbox:
         error: wasmtime.WasmtimeError | None = None
         memory: wasmtime.Memory | None = None
         started = time.perf_counter()
-        with ctx:
+        with ctx, self._ticker.active():
             try:
                 instance = loaded.pre.instantiate(store)
                 exports = instance.exports(store)

@@ -2,9 +2,10 @@
 
 Two layers, of which this package is the first:
 
-* `BlockStore` (here): the *local*, synchronous store. `FileBlockStore` keeps blocks as
-  files in `<repo>/blocks` (atomic, fsynced writes; every read re-hashed against its CID;
-  corrupt files quarantined, never returned), `MemoryBlockStore` holds them in memory.
+* `BlockStore` (here): the *local*, synchronous store. `FileBlockStore` appends blocks to
+  pack files in `<repo>/blocks` (one write and one fdatasync per batch; every read
+  re-hashed against its CID, corrupt copies never returned; block files of older repos
+  still read), `MemoryBlockStore` holds them in memory.
   Both check every block on put (bytes hash to the CID, size within the limit), keep
   pins, and garbage-collect what no pin reaches.
 * `BlockService` (a later issue, in this package): *async*, wraps one local `BlockStore`
@@ -16,7 +17,7 @@ Two layers, of which this package is the first:
   sync interface keeps the stores simple to test and reuse (caches, CLI, benchmarks).
 
 Bitswap serves other peers straight from the local `BlockStore` (`has` + `get`), so a
-corrupt file is never sent out either. See docs/store.md.
+corrupt block is never sent out either. See docs/store.md.
 """
 
 from qflow_node.store.api import BlockStore

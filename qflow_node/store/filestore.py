@@ -1,16 +1,17 @@
-"""`FileBlockStore`: blocks as files in the node repo, written crash-safely, verified on read.
+"""`FileBlockStore`: blocks in the node repo, written crash-safely, verified on read.
 
-Crash safety: every block and pin is written by `atomic_write` (temp file in the target
-directory, write, fsync, rename, directory fsync), so after a crash a file either holds
-the whole block or does not exist. `put` returns only once the file, its directory entry
-and (when a shard directory was created) the root's entry are on disk. `put_many` makes
-the whole batch durable together with `atomic_write_many` (two filesystem flushes for
-the batch, ADR 0007).
+Blocks are appended to pack files (`packs.py`, ADR 0009): a batch is one append and one
+fdatasync, durable when `put`/`put_many` returns, and a crash leaves at most a torn tail
+that is never read. Blocks of older repos, one file each under a shard directory
+(`layout.py`), stay readable; new blocks never go there. Pins are one file each,
+written by `atomic_write` (temp file, fsync, rename, directory fsync).
 
-Concurrency: the store is safe for several threads and processes (renames are atomic and
-a block's content never changes). `gc` must not race a caller that has put blocks but not
-yet pinned them: the later `BlockService` serialises the two, as Kubo's GC lock does.
-Filesystem failures (EIO, EACCES, ENOSPC…) propagate as `OSError`.
+Concurrency: the store is safe for several threads and processes (each process appends
+to packs of its own; a lookup that misses reads what other processes appended since).
+`gc` must not race a caller that has put blocks but not yet pinned them, nor another
+process writing blocks: the later `BlockService` serialises the first, as Kubo's GC lock
+does, and one node process owns a repo. Filesystem failures (EIO, EACCES, ENOSPC…)
+propagate as `OSError`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Final
 
 from qflow_node.codec import CID, MAX_BLOCK_SIZE, Block, cid_codec
-from qflow_node.fsio import atomic_write, atomic_write_many, fsync_dir
+from qflow_node.fsio import atomic_write, fsync_dir
 from qflow_node.store.collect import mark_live
 from qflow_node.store.errors import (
     BlockNotFoundError,
@@ -32,6 +33,7 @@ from qflow_node.store.errors import (
 )
 from qflow_node.store.layout import Layout, is_temp, parse_name
 from qflow_node.store.model import BlockStat, GcReport, PinMode
+from qflow_node.store.packs import PACKS_DIR, Packs
 from qflow_node.store.validate import check_block, corruption, is_storable
 
 # A temp file older than this cannot belong to a live write (a write of a block that
@@ -48,6 +50,7 @@ class FileBlockStore:
         if not root.is_dir():
             raise StoreNotFoundError(f"no block store at {root}: the directory does not exist")
         self._layout = Layout(root)
+        self._packs = Packs(root / PACKS_DIR)
         self._max = max_block_size
         created = [d for d in (self._layout.pins, self._layout.quarantine) if _mkdir(d)]
         if created:
@@ -68,37 +71,40 @@ class FileBlockStore:
     # -- blocks -------------------------------------------------------------------------
 
     def put(self, block: Block) -> None:
-        check_block(block, self._max)
-        _wrote, new_shard = self._write(block, sync_dir=True)
-        if new_shard:
-            fsync_dir(self.root)
+        self.put_many([block])
 
     def put_many(self, blocks: Iterable[Block]) -> None:
         batch = list(blocks)
         for block in batch:  # refuse the whole batch before writing any of it
             check_block(block, self._max)
-        writes: dict[Path, bytes] = {}
-        for block in batch:
-            path = self._layout.block_path(block.cid.encode())
-            if path not in writes and not self._present(block.cid, path):
-                writes[path] = block.data
-        if [shard for shard in {path.parent for path in writes} if _mkdir(shard)]:
-            fsync_dir(self.root)  # the new shard directories' entries
-        atomic_write_many(list(writes.items()))
+        self._packs.put_many(batch)
 
     def get(self, cid: CID) -> bytes:
         if not is_storable(cid):
             raise BlockNotFoundError(cid)
+        where = self._packs.locate(cid)
+        if where is not None:
+            data = self._packs.read(where)
+            reason = corruption(cid, data, self._max)
+            if reason is None:
+                return data
+            self._packs.forget(cid)  # never served again; a put appends a good copy
+            raise CorruptBlockError(cid, self._packs.directory / where.pack, reason, None)
         return self._read_verified(cid, self._layout.block_path(cid.encode()))
 
     def has(self, cid: CID) -> bool:
-        return is_storable(cid) and self._layout.block_path(cid.encode()).is_file()
+        if not is_storable(cid):
+            return False
+        return self._packs.locate(cid) is not None or self._file(cid).is_file()
 
     def stat(self, cid: CID) -> BlockStat:
         if not is_storable(cid):
             raise BlockNotFoundError(cid)
+        where = self._packs.locate(cid)
+        if where is not None:
+            return BlockStat(cid, where.length, cid_codec(cid))
         try:
-            size = self._layout.block_path(cid.encode()).stat().st_size
+            size = self._file(cid).stat().st_size
         except FileNotFoundError:
             raise BlockNotFoundError(cid) from None
         return BlockStat(cid, size, cid_codec(cid))
@@ -109,18 +115,27 @@ class FileBlockStore:
         name = cid.encode()
         if self._layout.pin_path(name).exists():
             raise PinnedBlockError(cid)
+        packed = self._packs.delete(cid)
         path = self._layout.block_path(name)
         try:
             path.unlink()
         except FileNotFoundError:
-            return False
+            return packed
         fsync_dir(path.parent)
         return True
 
     def iter_cids(self) -> Iterator[CID]:
+        packed = set(self._packs.cids())
+        for key in packed:
+            yield CID(key)
         for shard in self._layout.shard_dirs():
             for cid, _entry in self._layout.iter_blocks(shard):
-                yield cid
+                if cid.cid_bytes not in packed:
+                    yield cid
+
+    def close(self) -> None:
+        """Close the pack files (the store stays usable: they reopen on demand)."""
+        self._packs.close()
 
     # -- pins ---------------------------------------------------------------------------
 
@@ -169,7 +184,8 @@ class FileBlockStore:
 
     def gc(self) -> GcReport:
         live, problems = mark_live(self.pins(), self.has, self.get, max_block_size=self._max)
-        removed = freed = 0
+        removed: set[CID] = set()
+        freed = 0
         dirty: set[Path] = set()
         try:
             for shard in self._layout.shard_dirs():
@@ -181,15 +197,18 @@ class FileBlockStore:
                         Path(entry.path).unlink()
                     except FileNotFoundError:  # deleted meanwhile
                         continue
-                    removed += 1
+                    removed.add(cid)
                     freed += size
                     dirty.add(shard)
         finally:
             for directory in sorted(dirty):
                 fsync_dir(directory)
+        packed, packed_bytes = self._packs.compact(live)
+        removed |= packed  # a block both packed and in a file counts once
+        freed += packed_bytes
         self.clean_temp()
         return GcReport(
-            removed=removed, freed_bytes=freed, live=len(live), problems=tuple(problems)
+            removed=len(removed), freed_bytes=freed, live=len(live), problems=tuple(problems)
         )
 
     # -- maintenance --------------------------------------------------------------------
@@ -219,28 +238,9 @@ class FileBlockStore:
 
     # -- internals ----------------------------------------------------------------------
 
-    def _write(self, block: Block, *, sync_dir: bool) -> tuple[bool, bool]:
-        """Write one checked block. Returns (file written, root entry needs an fsync)."""
-        path = self._layout.block_path(block.cid.encode())
-        if self._present(block.cid, path):
-            return False, False
-        try:
-            atomic_write(path, block.data, sync_dir=sync_dir)
-        except FileNotFoundError:
-            # First block of this shard. fsync the root even if a concurrent writer made
-            # the directory: our put must not return before its entry is durable.
-            path.parent.mkdir(exist_ok=True)
-            atomic_write(path, block.data, sync_dir=sync_dir)
-            return True, True
-        return True, False
-
-    def _present(self, cid: CID, path: Path) -> bool:
-        """Whether a good copy of the block is stored (a corrupt one is quarantined)."""
-        try:
-            self._read_verified(cid, path)
-        except (BlockNotFoundError, CorruptBlockError):
-            return False  # absent, or corrupt and now quarantined: (re)write it
-        return True
+    def _file(self, cid: CID) -> Path:
+        """Where an older repo keeps the block as a file of its own."""
+        return self._layout.block_path(cid.encode())
 
     def _read_verified(self, cid: CID, path: Path) -> bytes:
         try:

@@ -1,8 +1,10 @@
 """Where `FileBlockStore` keeps things inside its root directory (`<repo>/blocks`).
 
-    ROOT/<shard>/<cid>            one block; file name = the base32 CID string (`bafk…`)
+    ROOT/packs/<time_ns>-<pid>.pack   blocks appended by one process (`packs.py`)
+    ROOT/<shard>/<cid>            one block per file, in repos from before packs (read,
+                                  deleted and collected, never written any more)
     ROOT/pins/<cid>               one pin; content `recursive` or `direct`
-    ROOT/quarantine/<cid>.<ns>    corrupt files moved aside by verify-on-read
+    ROOT/quarantine/<cid>.<ns>    corrupt block files moved aside by verify-on-read
     <dir>/.<name>.<random>.tmp    an unfinished atomic write; ignored, cleaned when stale
 
 <shard> is the two characters before the last one of the CID string, like Kubo's flatfs

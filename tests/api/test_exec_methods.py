@@ -3,7 +3,6 @@ runner (the handlers called directly; tests/cli/test_exec_cmds.py goes over the 
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -14,11 +13,12 @@ from qflow_node.api import exec_methods as em
 from qflow_node.api.errors import ApiError
 from qflow_node.api.exec_methods import exec_methods
 from qflow_node.api.server import Handler
-from qflow_node.codec import CID, raw_block
+from qflow_node.appendlog import AppendLog
+from qflow_node.codec import CID, DAG_CBOR, cid_for, raw_block
 from qflow_node.core.submission import build_submission
 from qflow_node.flow_loader import load_flow
 from qflow_node.identity.store import load_node_key
-from qflow_node.ledger_store import HEADS_DIR, HEADS_SUFFIX, LedgerStore
+from qflow_node.ledger_store import JOURNAL, LedgerStore, heads_entry
 from qflow_node.repo import RepoPaths
 from qflow_node.runtime.exec_view import exec_view
 from qflow_node.runtime.local import RunResult
@@ -62,10 +62,15 @@ async def error_of(handler: Handler, params: dict[str, Any]) -> ApiError:
     return caught.value
 
 
+def set_heads(repo: Path, exec: CID, heads: tuple[CID, ...], at: float) -> None:
+    """Append a heads-journal entry as the node would have written it at `at`."""
+    log = AppendLog.open(RepoPaths(repo).ledger / JOURNAL)
+    log.append([heads_entry(exec, heads, at)])
+    log.close()
+
+
 def age_heads(repo: Path, exec: CID, seconds: float) -> None:
-    path = RepoPaths(repo).ledger / HEADS_DIR / f"{exec.encode()}{HEADS_SUFFIX}"
-    then = time.time() - seconds
-    os.utime(path, (then, then))
+    set_heads(repo, exec, open_ledger(repo).heads(exec), time.time() - seconds)
 
 
 async def test_status_is_the_view_of_the_ledger(repo: Path) -> None:
@@ -166,14 +171,14 @@ async def test_list_shows_active_and_recently_finished_executions(repo: Path) ->
 async def test_list_reports_an_unreadable_ledger_without_failing(repo: Path) -> None:
     good = run_flow(repo, "greet.yaml", {"who": "Ada"})
     bad = run_flow(repo, "greet.yaml", {"who": "Bo"})
-    heads = RepoPaths(repo).ledger / HEADS_DIR / f"{bad.exec.encode()}{HEADS_SUFFIX}"
-    heads.write_bytes(b"not cbor")
+    absent = cid_for(b"never stored", DAG_CBOR)
+    set_heads(repo, bad.exec, (absent,), time.time())  # heads naming a missing record
     api = methods(repo)
     rows = {r["exec"]: r for r in (await api["exec.list"]({"all": True}))["executions"]}
     assert rows[good.exec.encode()]["status"] == "completed"
     broken = rows[bad.exec.encode()]
     assert (broken["status"], broken["records"]) == ("invalid", None)
-    assert "heads index" in broken["error"] and "is corrupt" in broken["error"]
+    assert f"missing_block at {absent.encode()}" in broken["error"]
     error = await error_of(api["exec.status"], {"exec": bad.exec.encode()})
     assert error.code == "store_error"
     assert error.message.startswith(f"the ledger of {bad.exec.encode()} cannot be read: ")

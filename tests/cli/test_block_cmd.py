@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
+from qflow_node import appendlog
 from qflow_node.cli.main import qflow
 from qflow_node.codec import MAX_BLOCK_SIZE, decode_dag, encode_dag, parse_cid, raw_block
+from qflow_node.store import FileBlockStore
 
 EMPTY_MAP = "bafyreigbtj4x7ip5legnfznufuopl4sg4knzc2cof6duas4b3q2fy6swua"
 
@@ -144,9 +147,23 @@ def test_get_missing_block_exits_1(repo: Path) -> None:
     assert_error(run(repo, "stat", cid), 1, f"error: block {cid} not found")
 
 
-def test_get_corrupt_block_exits_1_and_quarantines(repo: Path) -> None:
+def test_get_corrupt_block_exits_1(repo: Path) -> None:
     cid = run(repo, "put", "-", input=b"soon broken").stdout.strip()
+    # Wrong bytes in a valid pack entry (damage no CRC catches), named after the others.
+    key = parse_cid(cid).cid_bytes
+    pack = repo / "blocks" / "packs" / f"{time.time_ns():020d}-1.pack"
+    pack.write_bytes(appendlog.MAGIC + appendlog.frame(bytes((1, len(key))) + key + b"soon brokeN"))
+    result = run(repo, "get", cid)
+    assert_error(result, 1, f"error: block {cid} at {pack} is corrupt: its 11 bytes hash to ")
+    assert "moved to " not in result.stderr  # a pack is shared by many blocks: left in place
+    assert_error(run(repo, "get", cid), 1, "is corrupt")  # every process refuses it
+
+
+def test_get_corrupt_block_file_exits_1_and_quarantines(repo: Path) -> None:
+    # A block file of an older repo (one file per block), corrupt.
+    cid = raw_block(b"soon broken").cid.encode()
     path = repo / "blocks" / cid[-3:-1] / cid
+    path.parent.mkdir()
     path.write_bytes(b"soon brokeN")
     result = run(repo, "get", cid)
     assert_error(result, 1, f"error: block {cid} at {path} is corrupt: its 11 bytes hash to ")
@@ -198,7 +215,7 @@ def test_invalid_json_reports_line_and_column(repo: Path, tmp_path: Path) -> Non
 )
 def test_invalid_dag_json_content_exits_2(repo: Path, text: bytes, message: str) -> None:
     assert_error(run(repo, "put", "--codec", "dag-cbor", "-", input=text), 2, message)
-    assert [p for p in (repo / "blocks").iterdir() if len(p.name) == 2] == []
+    assert list(FileBlockStore(repo / "blocks").iter_cids()) == []
 
 
 def test_oversize_raw_input_exits_2(repo: Path) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
+from qflow_node import appendlog
 from qflow_node.cli.main import qflow
 from qflow_node.codec import CID, DAG_CBOR, cid_for, raw_block
 from qflow_node.codec.dagjson import to_dag_json
@@ -28,9 +31,13 @@ class Repo:
     ledger: LedgerStore
     records: list[CID]
 
-    def block_path(self, cid: CID) -> Path:
-        name = cid.encode()
-        return self.paths.blocks / name[-3:-1] / name
+    def damage(self, cid: CID, change: Callable[[bytes], bytes]) -> None:
+        """Store wrong bytes for the block, in a valid pack entry (damage no CRC catches)
+        in a pack named after the others, so that a store opened afterwards reads them."""
+        data = change(self.store.get(cid))
+        key = cid.cid_bytes
+        pack = self.paths.blocks / "packs" / f"{time.time_ns():020d}-1.pack"
+        pack.write_bytes(appendlog.MAGIC + appendlog.frame(bytes((1, len(key))) + key + data))
 
 
 @pytest.fixture
@@ -91,10 +98,7 @@ def test_verify_with_parallel_signature_checks(repo: Repo) -> None:
 
 def test_verify_reports_a_flipped_bit_on_disk(repo: Repo) -> None:
     target = repo.records[1]
-    path = repo.block_path(target)
-    data = bytearray(path.read_bytes())
-    data[30] ^= 0x10
-    path.write_bytes(bytes(data))
+    repo.damage(target, lambda data: data[:30] + bytes([data[30] ^ 0x10]) + data[31:])
     result = run(repo, "verify", repo.records[-1].encode())
     assert result.exit_code == 1, result.output
     lines = result.stdout.splitlines()
@@ -132,8 +136,7 @@ def test_verify_chain_only_checks_hashes_but_not_clocks(repo: Repo) -> None:
     assert ok.exit_code == 0, ok.output
     assert ok.stdout.startswith(f"ok: 4 records of execution {EXEC.encode()}\n")
     assert run(repo, "verify", forged.cid.encode()).exit_code == 1
-    path = repo.block_path(repo.records[0])
-    path.write_bytes(path.read_bytes()[:-1])
+    repo.damage(repo.records[0], lambda data: data[:-1])
     broken = run(repo, "verify", "--chain-only", forged.cid.encode())
     assert broken.exit_code == 1
     assert broken.stdout.splitlines()[0].startswith("invalid: hash_mismatch at ")

@@ -1,9 +1,9 @@
 """What `LedgerStore` keeps in memory: the records it holds (`holds`, the no-op merge)
-and when each execution's heads changed (`changed_since`)."""
+and the heads index: each execution's heads and when they changed (`changed_since`),
+read from the heads journal once."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from qflow_node import ledger_store
+from qflow_node.appendlog import AppendLog
 from qflow_node.codec import CID, Block, dag_block, raw_block
 from qflow_node.core.ledger.testing import KEYS, PAYLOAD, SUBMISSION
-from qflow_node.ledger_store import HEADS_DIR, HEADS_SUFFIX, KnownRecords, LedgerStore
+from qflow_node.ledger_store import JOURNAL, KnownRecords, LedgerStore, heads_entry
 from qflow_node.repo import RepoPaths
 from qflow_node.store import FileBlockStore
 
@@ -29,8 +30,8 @@ def open_ledger(root: Path) -> LedgerStore:
     return LedgerStore(store, paths)
 
 
-def heads_file(root: Path, exec: CID = EXEC) -> Path:
-    return RepoPaths(root).ledger / HEADS_DIR / f"{exec.encode()}{HEADS_SUFFIX}"
+def journal(root: Path) -> Path:
+    return RepoPaths(root).ledger / JOURNAL
 
 
 def append(ledger: LedgerStore, node: int, ts: int) -> CID:
@@ -106,7 +107,7 @@ def test_a_merge_of_held_heads_neither_verifies_nor_writes(
     send(a, b)
     mine = append(b, 1, 1001)
     assert b.merge(EXEC, [started]).ok
-    index = heads_file(tmp_path / "b")
+    index = journal(tmp_path / "b")
     before = (index.read_bytes(), index.stat().st_mtime_ns)
     verifier = CountingVerifier(monkeypatch)
     monkeypatch.setattr(b, "_lock", NoLock())  # nor waits behind another merge
@@ -168,42 +169,45 @@ def write_heads(ledger: LedgerStore, exec: CID) -> None:
     ledger._write_heads(exec, [dag_block({"head of": exec}).cid])
 
 
-def test_changed_since_reads_the_files_once_newest_first(
+def test_changed_since_reads_the_journal_once_newest_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     execs = [dag_block({"exec": i}).cid for i in range(4)]
     ages = [300, 100, 200, 5000]
     writer = open_ledger(tmp_path)
-    now = time.time()
-    for age, exec in zip(ages, execs, strict=True):
+    for exec in execs:
         write_heads(writer, exec)
-        os.utime(heads_file(tmp_path, exec), (now - age, now - age))
+    now = time.time()
+    log = AppendLog.open(journal(tmp_path))  # the same heads, written longer ago
+    log.append([heads_entry(e, writer.heads(e), now - a) for e, a in zip(execs, ages, strict=True)])
+    log.close()
 
     ledger = open_ledger(tmp_path)
-    scans = []
-    real = ledger.executions
+    loads = []
+    real = ledger._load
 
-    def executions() -> list[CID]:
-        scans.append(1)
+    def load() -> Any:
+        loads.append(1)
         return real()
 
-    monkeypatch.setattr(ledger, "executions", executions)
+    monkeypatch.setattr(ledger, "_load", load)
     assert ledger.changed_since(now - 1000) == [execs[1], execs[2], execs[0]]
     assert ledger.changed_since(now - 1000, limit=2) == [execs[1], execs[2]]
     assert ledger.changed_since(now - 150) == [execs[1]]
     assert ledger.changed_since(0) == [execs[1], execs[2], execs[0], execs[3]]
-    assert len(scans) == 1
+    assert ledger.executions() == sorted(execs, key=CID.encode)
+    assert len(loads) == 1
     for age, exec in zip(ages, execs, strict=True):  # the same times as heads_changed_at
         assert ledger.heads_changed_at(exec) == pytest.approx(now - age)
 
 
 def test_changed_since_follows_this_process_writes(tmp_path: Path) -> None:
     ledger = open_ledger(tmp_path)
-    started = append(ledger, 0, 1000)  # before the index is loaded: the scan sees it
+    started = append(ledger, 0, 1000)
     other = dag_block({"exec": "other"}).cid
     write_heads(ledger, other)
     assert ledger.changed_since(0) == [other, EXEC]
-    lost = append(ledger, 0, 1001)  # after: the write updates the index
+    lost = append(ledger, 0, 1001)
     assert ledger.changed_since(0) == [EXEC, other]
     assert ledger.changed_since(0, limit=1) == [EXEC]
     changed = ledger.heads_changed_at(EXEC)
@@ -211,34 +215,40 @@ def test_changed_since_follows_this_process_writes(tmp_path: Path) -> None:
     assert ledger.rewind(EXEC, lost, [started]) and ledger.rewind(EXEC, started, [])
     assert ledger.changed_since(0) == [other]
     assert ledger.heads_changed_at(EXEC) is None
+    reopened = open_ledger(tmp_path)  # the same, from the journal
+    assert reopened.changed_since(0) == [other] and reopened.heads_changed_at(EXEC) is None
+    assert reopened.heads_changed_at(other) == ledger.heads_changed_at(other)
 
 
-def test_a_write_during_the_first_scan_is_not_lost(tmp_path: Path) -> None:
-    ledger = open_ledger(tmp_path)
+def test_a_write_during_the_first_load_waits_for_it(tmp_path: Path) -> None:
     first, second = (dag_block({"exec": i}).cid for i in range(2))
-    write_heads(ledger, first)
-    scanning, written = threading.Event(), threading.Event()
-    real = ledger._scan_changes
+    write_heads(open_ledger(tmp_path), first)
+    ledger = open_ledger(tmp_path)
+    loading, written = threading.Event(), threading.Event()
+    real = ledger._load
+    written_during_load = []
 
-    def slow_scan() -> dict[CID, float]:
+    def slow_load() -> Any:
         found = real()  # sees `first` only
-        scanning.set()
-        written.wait(5)
+        loading.set()
+        written_during_load.append(written.wait(0.2))  # the writer waits for the load
         return found
 
     def write_second() -> None:
-        scanning.wait(5)
-        write_heads(ledger, second)  # its file after the scan, its index update blocked
+        loading.wait(5)
+        write_heads(ledger, second)
+        written.set()
 
-    ledger._changes._scan = slow_scan
+    ledger._load = slow_load  # type: ignore[method-assign]
     writer = threading.Thread(target=write_second)
     writer.start()
     try:
-        threading.Timer(0.2, written.set).start()  # lets the scan finish
-        assert set(ledger.changed_since(0)) == {first}
+        assert first in ledger.changed_since(0)
     finally:
         writer.join(5)
+    assert written_during_load == [False]
     assert set(ledger.changed_since(0)) == {first, second}
+    assert set(open_ledger(tmp_path).executions()) == {first, second}
 
 
 def test_known_records_per_execution_are_bounded() -> None:

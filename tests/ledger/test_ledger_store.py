@@ -1,22 +1,49 @@
-"""LedgerStore: records in a real block store, heads index on disk, merges between nodes."""
+"""LedgerStore: records in a real block store, heads journal on disk, merges between nodes."""
 
 from __future__ import annotations
 
+import re
 import threading
+import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from qflow_node import fsio, ledger_store
+from qflow_node.appendlog import FRAME, AppendLog, scan
 from qflow_node.codec import CID, DAG_CBOR, cid_for, decode_dag, encode_dag
 from qflow_node.core.ledger import Reason, RecordError
 from qflow_node.core.ledger.testing import KEYS, OTHER_SUBMISSION, PAYLOAD, SUBMISSION, sign_obj
 from qflow_node.identity.keys import SigningKey
-from qflow_node.ledger_store import LedgerStore, LedgerStoreError, ParallelSignatureChecker
+from qflow_node.ledger_store import (
+    JOURNAL,
+    LedgerStore,
+    LedgerStoreError,
+    ParallelSignatureChecker,
+)
 from qflow_node.repo import RepoPaths
 from qflow_node.store import BlockStore, FileBlockStore, MemoryBlockStore
 
 EXEC = SUBMISSION.cid
+
+
+class JournalAppends:
+    """Every `AppendLog.append` to a heads journal (the block store's packs are logs
+    too: left alone), recorded, or failed with `fail` instead of writing."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.batches: list[list[bytes]] = []
+        self.fail: BaseException | None = None
+        real = AppendLog.append
+
+        def append(log: AppendLog, payloads: Sequence[bytes]) -> list[int]:
+            if log.path.name == JOURNAL:
+                if self.fail is not None:
+                    raise self.fail
+                self.batches.append(list(payloads))
+            return real(log, payloads)
+
+        monkeypatch.setattr(AppendLog, "append", append)
 
 
 def make_repo(root: Path) -> RepoPaths:
@@ -57,8 +84,11 @@ def test_append_persists_heads_and_the_ledger_verifies(tmp_path: Path) -> None:
     assert [cid for cid, _ in replayed] == written
     assert [record.kind for _, record in replayed] == ["exec.started"] + ["step.completed"] * 3
 
-    index = paths.ledger / "heads" / f"{EXEC.encode()}.cbor"
-    assert decode_dag(index.read_bytes()) == {"exec": EXEC, "heads": [written[-1]]}
+    entries, _ = scan(paths.ledger / JOURNAL)
+    assert len(entries) == 4  # one per append
+    last = decode_dag(entries[-1][1])
+    assert last == {"exec": EXEC, "heads": [written[-1]], "at": last["at"]}
+    assert isinstance(last["at"], float) and not (paths.ledger / "heads").exists()
 
 
 def test_append_uses_the_wall_clock_when_no_ts_is_given(tmp_path: Path) -> None:
@@ -119,17 +149,14 @@ def test_merge_of_an_invalid_ledger_changes_nothing(tmp_path: Path) -> None:
 def test_a_crash_before_the_heads_update_leaves_a_valid_ledger(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    journal_appends = JournalAppends(monkeypatch)
     paths = make_repo(tmp_path / "repo")
     ledger = open_ledger(paths)
     written = append_steps(ledger, KEYS[0], 2)
-
-    def crash(*args: object, **kwargs: object) -> None:
-        raise OSError("power cut")
-
-    monkeypatch.setattr(ledger_store, "atomic_write", crash)
+    journal_appends.fail = OSError("power cut")
     with pytest.raises(OSError, match="power cut"):
         ledger.append(EXEC, "step.completed", payload=PAYLOAD.cid, key=KEYS[0], step="lost")
-    monkeypatch.undo()
+    journal_appends.fail = None
 
     reopened = open_ledger(paths, FileBlockStore(paths.blocks))
     assert reopened.heads(EXEC) == (written[-1],)
@@ -143,40 +170,87 @@ def test_a_flipped_bit_on_disk_is_found_by_verify(tmp_path: Path) -> None:
     ledger = open_ledger(paths)
     written = append_steps(ledger, KEYS[0], 3)
     target = written[1]
-    name = target.encode()
-    path = paths.blocks / name[-3:-1] / name
+    # Damage the packed copy in place, its frame's CRC made to match (so the pack still
+    # reads whole and only the hash check can tell).
+    where = ledger.store._packs.locate(target)  # type: ignore[attr-defined]
+    assert where is not None
+    path = paths.blocks / "packs" / where.pack
     data = bytearray(path.read_bytes())
-    data[20] ^= 0x04
+    data[where.offset + 20] ^= 0x04
+    payload_at = where.offset - 2 - len(target.cid_bytes)
+    payload = bytes(data[payload_at : where.offset + where.length])
+    FRAME.pack_into(data, payload_at - FRAME.size, len(payload), zlib.crc32(payload))
     path.write_bytes(bytes(data))
+    ledger.store._packs.close()  # type: ignore[attr-defined]  # read from disk again
     report = ledger.verify(EXEC)
     assert report.failure is not None
     assert report.failure.reason is Reason.HASH_MISMATCH
     assert report.failure.cid == target and report.failure.linked_from == written[2]
-    # The store quarantined the corrupt file: now the block is simply missing.
+    # The store stopped serving the corrupt copy: now the block is simply missing.
     again = ledger.verify(EXEC)
     assert again.failure is not None and again.failure.reason is Reason.MISSING_BLOCK
     with pytest.raises(LedgerStoreError, match="invalid"):
         list(ledger.replay(EXEC))
 
 
-def test_corrupt_heads_index_is_an_error(tmp_path: Path) -> None:
+def append_raw(paths: RepoPaths, *payloads: bytes) -> list[int]:
+    """Entries appended to the heads journal as they are (whole, their CRC right)."""
+    log = AppendLog.open(paths.ledger / JOURNAL)
+    try:
+        return log.append(payloads)
+    finally:
+        log.close()
+
+
+def test_a_corrupt_heads_journal_entry_is_an_error(tmp_path: Path) -> None:
     paths = make_repo(tmp_path / "repo")
     written = append_steps(open_ledger(paths), KEYS[0], 1)
-    index = paths.ledger / "heads" / f"{EXEC.encode()}.cbor"
-    index.write_bytes(b"\xff")
-    # Damage is found when the file is read: by the next process that opens the repo
+    journal = paths.ledger / JOURNAL
+    good = journal.read_bytes()
+    (offset,) = append_raw(paths, b"\xff")
+    # Damage is found when the journal is read: by the next process that opens the repo
     # (the one that wrote the heads keeps them in memory).
-    with pytest.raises(LedgerStoreError, match="is corrupt"):
+    with pytest.raises(
+        LedgerStoreError, match=re.escape(f"{journal} is corrupt at offset {offset}:")
+    ):
         open_ledger(paths).heads(EXEC)
     other = cid_for(b"other", DAG_CBOR)
-    index.write_bytes(encode_dag({"exec": other, "heads": [other]}))
+    journal.write_bytes(good)
+    (offset,) = append_raw(paths, encode_dag({"exec": other, "heads": [other]}))  # no "at"
     ledger = open_ledger(paths)
-    with pytest.raises(LedgerStoreError, match="not a heads index"):
+    with pytest.raises(
+        LedgerStoreError, match=re.escape(f"{journal}: the entry at offset {offset} is not")
+    ):
         ledger.heads(EXEC)
-    with pytest.raises(LedgerStoreError, match="not a heads index"):
+    with pytest.raises(LedgerStoreError, match="not a heads entry"):
         ledger.append(EXEC, "step.completed", payload=PAYLOAD.cid, key=KEYS[0], step="s")
-    index.write_bytes(encode_dag({"exec": EXEC, "heads": written}))
+    for bad in (
+        {"exec": EXEC, "heads": [PAYLOAD.cid], "at": 1.0},  # a raw block is no record
+        {"exec": EXEC, "heads": written, "at": 1},
+        {"exec": "x", "heads": written, "at": 1.0},
+    ):
+        journal.write_bytes(good)
+        append_raw(paths, encode_dag(bad))
+        with pytest.raises(LedgerStoreError, match="not a heads entry"):
+            open_ledger(paths).executions()
+    journal.write_bytes(good)
     assert ledger.heads(EXEC) == tuple(written)  # a failed read is not remembered
+    journal.write_bytes(b"QFLOG\x00\x09\n")
+    with pytest.raises(LedgerStoreError, match=r"heads journal .*bad header"):
+        open_ledger(paths).heads(EXEC)
+
+
+def test_a_corrupt_heads_file_of_an_older_repo_is_an_error(tmp_path: Path) -> None:
+    paths = make_repo(tmp_path / "repo")
+    legacy = paths.ledger / "heads" / f"{EXEC.encode()}.cbor"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_bytes(b"\xff")
+    with pytest.raises(LedgerStoreError, match=r"heads index .* is corrupt"):
+        open_ledger(paths).heads(EXEC)
+    other = cid_for(b"other", DAG_CBOR)
+    legacy.write_bytes(encode_dag({"exec": other, "heads": [other]}))
+    with pytest.raises(LedgerStoreError, match="not a heads index"):
+        open_ledger(paths).heads(EXEC)
 
 
 def test_heads_and_records_read_once_are_kept_in_memory(
@@ -193,7 +267,8 @@ def test_heads_and_records_read_once_are_kept_in_memory(
         reads.append(what)
         return b""
 
-    monkeypatch.setattr(Path, "read_bytes", read)  # heads files
+    monkeypatch.setattr(Path, "read_bytes", read)
+    monkeypatch.setattr(Path, "open", read)  # the heads journal
     monkeypatch.setattr(ledger, "lookup", read)  # record blocks
     assert ledger.heads(EXEC) == (written[-1],)
     assert [ledger.record(cid) for cid in written] == records
@@ -235,19 +310,14 @@ def test_parallel_checker_matches_the_inline_verdict(tmp_path: Path) -> None:
 def test_a_batch_writes_every_head_set_together_and_shows_them_to_its_thread_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    journal_appends = JournalAppends(monkeypatch)
     paths = make_repo(tmp_path / "repo")
     ledger = open_ledger(paths)
     other = OTHER_SUBMISSION.cid
     ledger.store.put(OTHER_SUBMISSION)
     before = append_steps(ledger, KEYS[0], 1)
-    writes: list[list[Path]] = []
-    real_many = fsio.atomic_write_many
-
-    def recording(items: list[tuple[Path, bytes]]) -> None:
-        writes.append([path for path, _ in items])
-        real_many(items)
-
-    monkeypatch.setattr(ledger_store, "atomic_write_many", recording)
+    writes = journal_appends.batches
+    writes.clear()
     seen_elsewhere: list[tuple[CID, ...]] = []
     with ledger.batch():
         first = append_steps(ledger, KEYS[0], 1)  # on the head written inside: visible
@@ -258,9 +328,8 @@ def test_a_batch_writes_every_head_set_together_and_shows_them_to_its_thread_onl
         reader.join(timeout=10)
         assert writes == []  # nothing on disk yet
     assert seen_elsewhere == [(before[0],)]
-    assert [sorted(p.name for p in w) for w in writes] == [
-        sorted(f"{e.encode()}.cbor" for e in (EXEC, other))
-    ]
+    # One append (one fdatasync) for the batch.
+    assert [{decode_dag(entry)["exec"] for entry in w} for w in writes] == [{EXEC, other}]
     reopened = open_ledger(paths, FileBlockStore(paths.blocks))
     assert reopened.heads(EXEC) == (first[0],) and reopened.heads(other) == (started.cid,)
     assert reopened.verify(EXEC).ok and reopened.verify(other).ok
@@ -269,18 +338,21 @@ def test_a_batch_writes_every_head_set_together_and_shows_them_to_its_thread_onl
 def test_a_batch_whose_heads_cannot_be_written_changes_no_head_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    journal_appends = JournalAppends(monkeypatch)
     paths = make_repo(tmp_path / "repo")
     ledger = open_ledger(paths)
     ledger.store.put(OTHER_SUBMISSION)
     before = append_steps(ledger, KEYS[0], 1)
 
-    def crash(*args: object, **kwargs: object) -> None:
-        raise OSError("disk full")
-
-    monkeypatch.setattr(ledger_store, "atomic_write_many", crash)
+    journal_appends.fail = OSError("disk full")
     lost: list[CID] = []
     with pytest.raises(OSError, match="disk full"), ledger.batch():
         lost += append_steps(ledger, KEYS[0], 1)
         ledger.append(OTHER_SUBMISSION.cid, "exec.started", payload=PAYLOAD.cid, key=KEYS[0])
     assert ledger.heads(EXEC) == (before[0],) and ledger.heads(OTHER_SUBMISSION.cid) == ()
     assert not ledger.holds(EXEC, lost)  # never said to be held: a merge still takes it
+    journal_appends.fail = None
+    reopened = open_ledger(paths, FileBlockStore(paths.blocks))
+    assert reopened.executions() == [EXEC] and reopened.heads(EXEC) == (before[0],)
+    after = append_steps(ledger, KEYS[0], 1)  # the journal takes appends again
+    assert open_ledger(paths, FileBlockStore(paths.blocks)).heads(EXEC) == (after[0],)

@@ -1,6 +1,6 @@
 """`LedgerStore.rewind`: a head replaced by its parents, the head set kept an antichain.
 
-The ledgers are real (a file block store and a heads index per node, two or three
+The ledgers are real (a file block store and a heads journal per node, two or three
 signing keys for two or three nodes); branches come from each node appending on its own
 heads, joined with `merge` as records learnt from a peer would be.
 """
@@ -13,7 +13,7 @@ import pytest
 
 from qflow_node.codec import CID, Block
 from qflow_node.core.ledger.testing import KEYS, PAYLOAD, SUBMISSION
-from qflow_node.ledger_store import HEADS_DIR, HEADS_SUFFIX, LedgerStore, LedgerStoreError
+from qflow_node.ledger_store import JOURNAL, LedgerStore, LedgerStoreError
 from qflow_node.repo import RepoPaths
 from qflow_node.store import FileBlockStore
 
@@ -28,8 +28,13 @@ def open_ledger(root: Path) -> LedgerStore:
     return LedgerStore(store, paths)
 
 
-def heads_file(root: Path) -> Path:
-    return RepoPaths(root).ledger / HEADS_DIR / f"{EXEC.encode()}{HEADS_SUFFIX}"
+def journal(root: Path) -> Path:
+    return RepoPaths(root).ledger / JOURNAL
+
+
+def reopen(root: Path) -> LedgerStore:
+    paths = RepoPaths(root)
+    return LedgerStore(FileBlockStore(paths.blocks), paths)
 
 
 class Nodes:
@@ -141,7 +146,7 @@ def test_rewinding_a_cid_that_is_not_a_head_changes_nothing(tmp_path: Path) -> N
     mine = nodes.append(0)
     theirs = nodes.append(1)
     nodes.send(1, 0)
-    index = heads_file(nodes.roots[0])
+    index = journal(nodes.roots[0])
     before = index.read_bytes()
     heads = ours.heads(EXEC)
 
@@ -165,14 +170,14 @@ def test_rewinding_exec_started_forgets_the_execution(tmp_path: Path) -> None:
     nodes = Nodes(tmp_path, 1)
     ours = nodes.ledgers[0]
     started = nodes.append(0, "exec.started")
-    index = heads_file(nodes.roots[0])
-    assert index.exists()
+    assert reopen(nodes.roots[0]).executions() == [EXEC]
     assert ours.executions() == [EXEC]
     assert_verifies(ours)
 
     assert rewind_parents(ours, started) == ()
     assert ours.rewind(EXEC, started, []) is True
-    assert not index.exists()
+    reread = reopen(nodes.roots[0])  # the removal is in the journal
+    assert reread.heads(EXEC) == () and reread.executions() == []
     assert ours.heads(EXEC) == ()
     assert ours.executions() == []
     with pytest.raises(LedgerStoreError, match="no local records"):

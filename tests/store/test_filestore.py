@@ -1,15 +1,20 @@
-"""FileBlockStore specifics: layout, verify-on-read, quarantine, persistence, fsync order."""
+"""FileBlockStore specifics: layout, verify-on-read, quarantine, persistence, durability.
+
+New blocks go to pack files (test_packs.py has their own tests); the verify-on-read,
+quarantine and foreign-file tests here use block files of the older per-block layout,
+written by `put_file`, which older repos still hold and the store still reads."""
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 import threading
 from pathlib import Path
 
 import pytest
 
-from qflow_node import fsio
+from qflow_node import appendlog
 from qflow_node.codec import DAG_CBOR, Block, cid_for, dag_block, raw_block
 from qflow_node.store import (
     BlockNotFoundError,
@@ -39,6 +44,15 @@ def block_file(root: Path, block: Block) -> Path:
     return root / name[-3:-1] / name
 
 
+def put_file(root: Path, block: Block, data: bytes | None = None) -> Path:
+    """Store the block as an older repo did: a file of its own in its shard directory
+    (`data` instead of the block's bytes to plant a corrupt copy)."""
+    path = block_file(root, block)
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(block.data if data is None else data)
+    return path
+
+
 def quarantined(root: Path) -> list[Path]:
     return sorted((root / "quarantine").iterdir())
 
@@ -51,13 +65,27 @@ def test_layout_on_disk(store: FileBlockStore, root: Path) -> None:
     store.put(block)
     name = block.cid.encode()
     assert name == "bafkreihpapo7robbqigl3p3g5hhapcdblnnab7eeqvceq2dqkq4nngm5si"
-    path = root / "5s" / name  # shard = the two characters before the last one
-    assert path.read_bytes() == b"where am I"
+    [pack] = (root / "packs").iterdir()  # new blocks are appended to a pack, no file each
+    assert re.fullmatch(rf"\d{{20}}-{os.getpid()}\.pack", pack.name)
+    content = pack.read_bytes()
+    assert content.startswith(appendlog.MAGIC)
+    assert block.cid.cid_bytes + b"where am I" in content
+    assert not block_file(root, block).exists()
     store.pin(block.cid)
     assert (root / "pins" / name).read_bytes() == b"recursive\n"
     store.pin(block.cid, recursive=False)
     assert (root / "pins" / name).read_bytes() == b"direct\n"
-    assert sorted(p.name for p in root.iterdir()) == ["5s", "pins", "quarantine"]
+    assert sorted(p.name for p in root.iterdir()) == ["packs", "pins", "quarantine"]
+
+
+def test_legacy_block_files_are_read(store: FileBlockStore, root: Path) -> None:
+    block = raw_block(b"where am I")
+    path = put_file(root, block)
+    assert path == root / "5s" / block.cid.encode()  # the two characters before the last
+    assert store.has(block.cid)
+    assert store.get(block.cid) == b"where am I"
+    assert store.stat(block.cid).size == 10
+    assert list(store.iter_cids()) == [block.cid]
 
 
 def test_missing_root_is_refused(tmp_path: Path) -> None:
@@ -75,8 +103,7 @@ def test_flipped_byte_is_detected_quarantined_and_never_returned(
     store: FileBlockStore, root: Path
 ) -> None:
     block = raw_block(b"important payload")
-    store.put(block)
-    path = block_file(root, block)
+    path = put_file(root, block)
     damaged = bytearray(path.read_bytes())
     damaged[3] ^= 0x01
     path.write_bytes(damaged)
@@ -114,10 +141,8 @@ def test_partial_or_extended_files_are_corrupt(
     store: FileBlockStore, root: Path, damage: object, reason_start: str
 ) -> None:
     block = raw_block(b"0123456789")
-    store.put(block)
-    path = block_file(root, block)
     assert callable(damage)
-    path.write_bytes(damage(path.read_bytes()))
+    put_file(root, block, damage(block.data))
     with pytest.raises(CorruptBlockError) as info:
         store.get(block.cid)
     assert info.value.reason.startswith(reason_start)
@@ -127,8 +152,7 @@ def test_partial_or_extended_files_are_corrupt(
 def test_file_over_the_size_limit_is_corrupt(root: Path) -> None:
     store = FileBlockStore(root, max_block_size=100)
     block = raw_block(b"a" * 50)
-    store.put(block)
-    block_file(root, block).write_bytes(b"a" * 500)
+    put_file(root, block, b"a" * 500)
     with pytest.raises(CorruptBlockError) as info:
         store.get(block.cid)
     assert info.value.reason == "file is larger than the 100-byte block size limit"
@@ -137,8 +161,7 @@ def test_file_over_the_size_limit_is_corrupt(root: Path) -> None:
 def test_each_corruption_is_quarantined_separately(store: FileBlockStore, root: Path) -> None:
     block = raw_block(b"fragile")
     for attempt in range(2):
-        store.put(block)
-        block_file(root, block).write_bytes(f"bad {attempt}".encode())
+        put_file(root, block, f"bad {attempt}".encode())
         with pytest.raises(CorruptBlockError):
             store.get(block.cid)
     assert sorted(p.read_bytes() for p in quarantined(root)) == [b"bad 0", b"bad 1"]
@@ -147,19 +170,22 @@ def test_each_corruption_is_quarantined_separately(store: FileBlockStore, root: 
 
 def test_put_repairs_a_corrupt_copy(store: FileBlockStore, root: Path) -> None:
     block = raw_block(b"self healing")
-    store.put(block)
-    block_file(root, block).write_bytes(b"self-healing")  # same size, different bytes
-    store.put(block)  # a re-put checks the existing file instead of trusting it
+    path = put_file(root, block, b"self-healing")  # same size, different bytes
+    store.put(block)  # appended to a pack, whose copy is served from now on
     assert store.get(block.cid) == b"self healing"
-    assert [p.read_bytes() for p in quarantined(root)] == [b"self-healing"]
+    assert FileBlockStore(root).get(block.cid) == b"self healing"
+    assert list(store.iter_cids()) == [block.cid]  # listed once
+    # The bad file is never read again (gc removes it with the block); not quarantined.
+    assert path.read_bytes() == b"self-healing"
+    assert quarantined(root) == []
 
 
 def test_corrupt_block_in_a_pinned_dag_is_reported_by_gc(store: FileBlockStore, root: Path) -> None:
     leaf = dag_block({"leaf": True})
     top = dag_block({"kid": leaf.cid})
-    store.put_many([leaf, top])
+    put_file(root, leaf, b"\xa0")
+    put_file(root, top)
     store.pin(top.cid)
-    block_file(root, leaf).write_bytes(b"\xa0")
     report = store.gc()
     assert [(p.root, p.cid, p.kind) for p in report.problems] == [(top.cid, leaf.cid, "corrupt")]
     assert "is corrupt" in report.problems[0].detail
@@ -169,7 +195,8 @@ def test_corrupt_block_in_a_pinned_dag_is_reported_by_gc(store: FileBlockStore, 
 
 def test_missing_pin_root_is_reported(store: FileBlockStore, root: Path) -> None:
     a, b = raw_block(b"a"), dag_block({"b": 1})
-    store.put_many([a, b])
+    put_file(root, a)
+    put_file(root, b)
     store.pin(a.cid, recursive=False)
     store.pin(b.cid)
     block_file(root, a).unlink()  # lost behind the store's back
@@ -220,7 +247,7 @@ def test_damaged_pin_file_counts_as_recursive(store: FileBlockStore, root: Path)
 
 def test_foreign_files_are_ignored_and_left_alone(store: FileBlockStore, root: Path) -> None:
     block = raw_block(b"real")
-    store.put(block)
+    put_file(root, block)
     name = block.cid.encode()
     shard = root / name[-3:-1]
     other = raw_block(b"elsewhere").cid.encode()
@@ -262,145 +289,127 @@ def test_concurrent_puts_from_threads(store: FileBlockStore) -> None:
         assert store.get(block.cid) == block.data
 
 
-# -- durability: what gets fsynced, and in which order -------------------------------------
+# -- durability: what gets written and flushed, in which order ------------------------------
 
 
 class SyncLog:
-    """Records fsync and rename syscalls, in order, with the paths they touched."""
+    """Records the write, flush and rename syscalls, in order, with the paths they touched."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.events: list[tuple[str, str, str]] = []
-        real_fsync, real_replace = os.fsync, os.replace
+        self.events: list[tuple[str, str]] = []
+        self.written: list[bytes] = []
+        real_fsync, real_fdatasync, real_pwrite = os.fsync, os.fdatasync, os.pwrite
+        real_replace = os.replace
 
         def fsync(fd: int) -> None:
             kind = "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
-            self.events.append((f"fsync-{kind}", str(Path(f"/proc/self/fd/{fd}").readlink()), ""))
+            self.events.append((f"fsync-{kind}", fd_path(fd)))
             real_fsync(fd)
 
+        def fdatasync(fd: int) -> None:
+            self.events.append(("fdatasync", fd_path(fd)))
+            real_fdatasync(fd)
+
+        def pwrite(fd: int, data: bytes, offset: int) -> int:
+            self.events.append(("pwrite", fd_path(fd)))
+            self.written.append(bytes(data))
+            return real_pwrite(fd, data, offset)
+
         def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-            self.events.append(("rename", os.fspath(src), os.fspath(dst)))
+            self.events.append(("rename", f"{os.fspath(src)} -> {os.fspath(dst)}"))
             real_replace(src, dst)
 
-        real_syncfs = fsio.syncfs
-
-        def syncfs(path: Path) -> bool:
-            self.events.append(("syncfs", str(path), ""))
-            return real_syncfs(path)
-
         monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        monkeypatch.setattr(os, "pwrite", pwrite)
         monkeypatch.setattr(os, "replace", replace)
-        monkeypatch.setattr(fsio, "syncfs", syncfs)
 
-    def of(self, kind: str) -> list[str]:
-        return [path for k, path, _ in self.events if k == kind]
-
-
-def distinct_shard_blocks(count: int) -> list[Block]:
-    blocks: list[Block] = []
-    shards: set[str] = set()
-    i = 0
-    while len(blocks) < count:
-        block = raw_block(f"block {i}".encode())
-        i += 1
-        if block.cid.encode()[-3:-1] not in shards:
-            shards.add(block.cid.encode()[-3:-1])
-            blocks.append(block)
-    return blocks
+    def kinds(self) -> list[str]:
+        return [kind for kind, _ in self.events]
 
 
-def same_shard_block(block: Block) -> Block:
-    shard = block.cid.encode()[-3:-1]
-    i = 0
-    while True:
-        other = raw_block(f"neighbour {i}".encode())
-        if other.cid.encode()[-3:-1] == shard:
-            return other
-        i += 1
+def fd_path(fd: int) -> str:
+    return str(Path(f"/proc/self/fd/{fd}").readlink())
 
 
-def test_put_fsyncs_file_then_shard_then_root(
+def only_pack(root: Path) -> str:
+    [pack] = (root / "packs").iterdir()
+    return str(pack)
+
+
+def test_first_put_creates_the_pack_durably(
     store: FileBlockStore, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = raw_block(b"first")
-    second = same_shard_block(first)
     log = SyncLog(monkeypatch)
-    store.put(first)
-    final = str(block_file(root, first))
-    kinds = [k for k, _, _ in log.events]
-    assert kinds == ["fsync-file", "rename", "fsync-dir", "fsync-dir"]
-    tmp = log.events[0][1]
-    assert log.events[1] == ("rename", tmp, final)
-    assert Path(tmp).parent == Path(final).parent
-    assert log.of("fsync-dir") == [str(Path(final).parent), str(root)]  # new shard: root too
+    block = raw_block(b"first")
+    store.put(block)
+    pack = only_pack(root)
+    assert log.events == [
+        ("fsync-dir", str(root)),  # packs/ was created: its entry in the root
+        ("pwrite", pack),  # the pack's header
+        ("fsync-file", pack),
+        ("fsync-dir", str(root / "packs")),  # the pack's entry
+        ("pwrite", pack),  # the block
+        ("fdatasync", pack),
+    ]
+    assert log.written[0] == appendlog.MAGIC
+    assert log.written[1] == appendlog.frame(b"\x01" + bytes([36]) + block.cid.cid_bytes + b"first")
+
+    # Another store (another process) on the same root starts a pack of its own; packs/
+    # exists already, so the root is not flushed again.
+    other = FileBlockStore(root)
+    log.events.clear()
+    other.put(raw_block(b"second"))
+    [new] = {str(p) for p in (root / "packs").iterdir()} - {pack}
+    assert log.events == [
+        ("pwrite", new),
+        ("fsync-file", new),
+        ("fsync-dir", str(root / "packs")),
+        ("pwrite", new),
+        ("fdatasync", new),
+    ]
+
+
+def test_put_many_is_one_write_and_one_fdatasync(
+    store: FileBlockStore, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.put(raw_block(b"opens the pack"))
+    pack = only_pack(root)
+    log = SyncLog(monkeypatch)
+    blocks = [raw_block(f"block {i}".encode()) for i in range(20)]
+    store.put_many(blocks + blocks[:5])  # repeats within a batch are written once
+    assert log.events == [("pwrite", pack), ("fdatasync", pack)]
+    [written] = log.written
+    for block in blocks:
+        assert written.count(block.cid.cid_bytes + block.data) == 1
+    for block in blocks:
+        assert store.get(block.cid) == block.data
 
     log.events.clear()
-    store.put(second)  # an existing shard: no root fsync
-    assert block_file(root, second).parent == Path(final).parent
-    assert log.of("fsync-dir") == [str(Path(final).parent)]
-
-    log.events.clear()
-    store.put(first)  # already there and intact: nothing written, nothing synced
+    store.put_many(blocks)  # all stored already: nothing written, nothing flushed
+    store.put(blocks[0])
     assert log.events == []
 
+    more = [raw_block(b"late"), blocks[3]]
+    store.put_many(more)  # only the new block is written
+    assert log.events == [("pwrite", pack), ("fdatasync", pack)]
+    assert blocks[3].data not in log.written[-1]
 
-def test_put_many_flushes_the_whole_batch_twice_around_its_renames(
+
+def test_pin_fsyncs_file_then_renames_then_fsyncs_pins(
     store: FileBlockStore, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not fsio.syncfs(root):
-        pytest.skip("no syncfs(2) here: the fallback is tested below")
-    blocks = distinct_shard_blocks(5)
-    store.put_many(blocks[:2])  # some shard directories exist, others are created
+    block = raw_block(b"pinned")
+    store.put(block)
     log = SyncLog(monkeypatch)
-    batch = blocks + [raw_block(b"late " + b.data) for b in blocks]
-    store.put_many(batch)
-
-    renames = [i for i, e in enumerate(log.events) if e[0] == "rename"]
-    written = batch[2:]  # the first two were stored already
-    assert [log.events[i][2] for i in renames] == [str(block_file(root, b)) for b in written]
-    syncs = [i for i, e in enumerate(log.events) if e[0] == "syncfs"]
-    # One flush after every temp file is written and before any rename (data and inodes
-    # durable), one after the last rename (the directory entries); no per-file fsync.
-    assert len(syncs) == 2
-    assert syncs[0] < renames[0] and renames[-1] < syncs[1]
-    assert log.of("fsync-file") == []
-    assert log.of("fsync-dir") == [str(root)]  # shard directories were created
-    for block in batch:
-        assert store.get(block.cid) == block.data
-    assert not [p for p in root.rglob("*.tmp")]
-
-
-def test_put_many_without_syncfs_fsyncs_every_file_and_each_dir_once(
-    store: FileBlockStore, root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(fsio, "_SYNCFS", None)
-    blocks = distinct_shard_blocks(5)
-    extra = [raw_block(f"{b.cid.encode()} #{i}".encode()) for i, b in enumerate(blocks[:3])]
-    store.put_many(extra)  # creates some shard dirs first
-    log = SyncLog(monkeypatch)
-    batch = blocks + [raw_block(b"late " + b.data) for b in blocks]
-    store.put_many(batch)
-
-    renames = [(src, dst) for k, src, dst in log.events if k == "rename"]
-    assert [dst for _, dst in renames] == [str(block_file(root, b)) for b in batch]
-    for src, _dst in renames:
-        fsync_at = log.events.index(("fsync-file", src, ""))
-        assert fsync_at < log.events.index(("rename", src, _dst))
-    assert len(log.of("fsync-file")) == len(batch)
-    # Shard directory fsyncs: all after the last rename, one per touched shard.
-    last_rename = max(i for i, e in enumerate(log.events) if e[0] == "rename")
-    shard_syncs = [i for i, e in enumerate(log.events) if e[0] == "fsync-dir" and e[1] != str(root)]
-    assert min(shard_syncs) > last_rename
-    touched = sorted({str(block_file(root, b).parent) for b in batch})
-    assert log.of("fsync-dir") == [str(root), *touched]  # root: shards were created
-
-
-def test_put_many_of_blocks_already_stored_syncs_nothing(
-    store: FileBlockStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    blocks = [raw_block(bytes([i])) for i in range(10)]
-    store.put_many(blocks)
-    log = SyncLog(monkeypatch)
-    store.put_many(blocks)
+    store.pin(block.cid)
+    final = str(root / "pins" / block.cid.encode())
+    assert log.kinds() == ["fsync-file", "rename", "fsync-dir"]
+    tmp = log.events[0][1]
+    assert Path(tmp).parent == root / "pins"
+    assert log.events[1:] == [("rename", f"{tmp} -> {final}"), ("fsync-dir", str(root / "pins"))]
+    log.events.clear()
+    store.pin(block.cid)  # unchanged: nothing written
     assert log.events == []
 
 

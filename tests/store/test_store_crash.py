@@ -1,9 +1,9 @@
 """Crash safety: leftovers of interrupted writes are ignored and cleaned; killed writers
 never leave a partial or wrong block, and never lose a block they reported as stored.
 
-SIGKILL tests atomicity (a reader never sees a half-written block under its name); it
-cannot test durability across power loss, which rests on the fsync order checked in
-test_filestore.py.
+SIGKILL tests atomicity (a reader never sees a half-written block: a batch cut by the
+kill is a torn pack tail, never read); it cannot test durability across power loss,
+which rests on the flushes checked in test_filestore.py.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import IO
 
 import pytest
 
-from qflow_node import fsio
-from qflow_node.codec import cid_for, parse_cid, raw_block
+from qflow_node import appendlog
+from qflow_node.codec import CID, cid_for, parse_cid, raw_block
 from qflow_node.store import STALE_TEMP_SECONDS, BlockNotFoundError, FileBlockStore, PinMode
 
 WRITER = Path(__file__).with_name("crash_writer.py")
@@ -90,7 +90,8 @@ def test_clean_temp_now_removes_every_temp_file(root: Path) -> None:
     store = FileBlockStore(root)
     block = raw_block(b"x")
     store.put(block)
-    shard = root / block.cid.encode()[-3:-1]
+    shard = root / block.cid.encode()[-3:-1]  # an older repo's shard, with a leftover
+    shard.mkdir()
     (shard / ".a.1.tmp").write_bytes(b"")
     (root / "pins" / ".b.2.tmp").write_bytes(b"")
     assert store.clean_temp(older_than=0) == 2
@@ -98,37 +99,38 @@ def test_clean_temp_now_removes_every_temp_file(root: Path) -> None:
     assert store.get(block.cid) == b"x"
 
 
-def test_put_many_interrupted_between_renames(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_put_many_whose_flush_fails_leaves_nothing(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = FileBlockStore(root)
+    before = raw_block(b"stored before")
+    store.put(before)
+    [pack] = (root / "packs").iterdir()
+    size = pack.stat().st_size
     blocks = [raw_block(f"batch {i}".encode()) for i in range(5)]
-    events: list[str] = []
-    real_replace, real_syncfs = os.replace, fsio.syncfs
+    real_fdatasync = os.fdatasync
 
-    def failing_replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-        if events.count("rename") == 2:
-            raise OSError(5, "simulated I/O error")
-        events.append("rename")
-        real_replace(src, dst)
+    def failing_fdatasync(fd: int) -> None:
+        # The batch reached the file (the page cache), then the flush failed.
+        assert pack.stat().st_size > size
+        raise OSError(5, "simulated I/O error")
 
-    def syncfs(path: Path) -> bool:
-        events.append("sync")
-        return real_syncfs(path)
-
-    monkeypatch.setattr(os, "replace", failing_replace)
-    monkeypatch.setattr(fsio, "syncfs", syncfs)
-    monkeypatch.setattr(fsio, "fsync_dir", lambda _d: events.append("sync"))
+    monkeypatch.setattr(os, "fdatasync", failing_fdatasync)
     with pytest.raises(OSError, match="simulated I/O error"):
         store.put_many(blocks)
-    monkeypatch.undo()
+    monkeypatch.setattr(os, "fdatasync", real_fdatasync)
 
-    assert set(store.iter_cids()) == {blocks[0].cid, blocks[1].cid}
-    assert store.get(blocks[0].cid) == blocks[0].data
-    assert store.get(blocks[1].cid) == blocks[1].data
-    assert temp_files(root) == []  # the batch removes its temp files on failure
-    # The blocks renamed before the failure were still made durable.
-    assert events[-1] == "sync" and events.index("rename") < len(events) - 1
-    store.put_many(blocks)  # a retry completes the batch
-    assert set(store.iter_cids()) == {b.cid for b in blocks}
+    assert pack.stat().st_size == size  # cut back: no later batch follows a failed one
+    for reader in (store, FileBlockStore(root)):
+        assert list(reader.iter_cids()) == [before.cid]
+        assert not any(reader.has(b.cid) for b in blocks)
+        with pytest.raises(BlockNotFoundError):
+            reader.get(blocks[0].cid)
+    store.put_many(blocks)  # a retry writes the whole batch
+    reopened = FileBlockStore(root)
+    assert set(reopened.iter_cids()) == {before.cid, *(b.cid for b in blocks)}
+    for block in [before, *blocks]:
+        assert reopened.get(block.cid) == block.data
 
 
 # -- killed writers ------------------------------------------------------------------------
@@ -203,28 +205,29 @@ def writers() -> Iterator[list[Writer]]:
 
 
 def check_store(root: Path, blocks: set[str], pins: set[str]) -> None:
-    """Assert every file is a whole, hash-correct block and nothing reported is lost."""
-    store = FileBlockStore(root)
-    names: set[str] = set()
-    for shard in sorted(p for p in root.iterdir() if len(p.name) == 2):
-        for path in shard.iterdir():
-            if path.name.startswith("."):
-                assert path.name.endswith(".tmp"), path
-                continue
-            cid = parse_cid(path.name)
-            data = path.read_bytes()
-            assert cid_for(data, cid.cid_bytes[1]) == cid, f"corrupt block file {path}"
-            assert path.name[-3:-1] == shard.name
-            names.add(path.name)
-    assert list((root / "quarantine").iterdir()) == []
-    assert {cid.encode() for cid in store.iter_cids()} == names
+    """Assert every stored block is whole and hash-correct and nothing reported is lost."""
+    # What the packs hold, read raw: every whole entry (a torn tail is not one) is a
+    # whole block whose bytes hash to its CID.
+    for pack in sorted((root / "packs").iterdir()):
+        found, _end = appendlog.scan(pack)
+        for _offset, payload in found:
+            assert payload[0] == 1, "the writers never delete"
+            cid = CID(payload[2 : 2 + payload[1]])
+            data = payload[2 + payload[1] :]
+            assert cid_for(data, cid.cid_bytes[1]) == cid, f"corrupt block in {pack}"
+    assert not [p for p in root.iterdir() if len(p.name) == 2], "no block files any more"
+    store = FileBlockStore(root)  # a fresh store: what a restarted node would see
+    names = {cid.encode() for cid in store.iter_cids()}
     assert blocks <= names, f"reported but missing: {sorted(blocks - names)[:5]}"
-    for name in blocks:
-        store.get(parse_cid(name))
+    for name in names:
+        cid = parse_cid(name)
+        assert cid_for(store.get(cid), cid.cid_bytes[1]) == cid  # never CorruptBlockError
+    assert list((root / "quarantine").iterdir()) == []
     for path in (root / "pins").iterdir():
         if not path.name.startswith("."):
             assert path.read_bytes() in {b"recursive\n", b"direct\n"}
     assert pins <= {cid.encode() for cid in store.pins()}
+    store.close()
 
 
 @pytest.mark.slow
@@ -234,6 +237,9 @@ def test_killed_writers_never_corrupt_or_lose_blocks(
     rng = random.Random(20240611)
     blocks: set[str] = set()
     pins: set[str] = set()
+    # Open through all the rounds, like a node beside the writers: it learns of their
+    # blocks on lookups that miss, reading past what the kills left.
+    live = FileBlockStore(root)
 
     def record(line: str) -> None:
         kind, _, name = line.partition(" ")
@@ -251,10 +257,17 @@ def test_killed_writers_never_corrupt_or_lose_blocks(
                 record(line)
             assert writer.proc.returncode == -9
         check_store(root, blocks, pins)
+        for name in blocks:
+            cid = parse_cid(name)
+            assert cid_for(live.get(cid), cid.cid_bytes[1]) == cid
 
     assert len(blocks) > ROUNDS  # the writers did real work
     leftovers = temp_files(root)
-    print(f"{len(blocks)} blocks, {len(pins)} pins, {len(leftovers)} writes cut by a kill")
+    torn = [p for p in (root / "packs").iterdir() if appendlog.scan(p)[1] != p.stat().st_size]
+    print(
+        f"{len(blocks)} blocks, {len(pins)} pins; cut by a kill: {len(torn)} batches,"
+        f" {len(leftovers)} pin writes"
+    )
     # Leftovers of the kills are cleaned once stale.
     age(leftovers, STALE_TEMP_SECONDS + 1)
     FileBlockStore(root)

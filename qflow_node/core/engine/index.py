@@ -49,6 +49,19 @@ class FlowIndex:
         index._add(flow["steps"], (), None, uses_vars)
         return index
 
+    def fresh(self) -> FlowIndex:
+        """An index for another execution of the same flow: the static facts shared
+        (never written after `of`), the per-execution memos empty."""
+        return FlowIndex(
+            self.flow,
+            self.steps,
+            self.positions,
+            self.loops,
+            self.initial_vars,
+            parents=self.parents,
+            list_uses_vars=self.list_uses_vars,
+        )
+
     def _add(
         self,
         steps: list[StepIR],

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 import jsonschema
 
@@ -46,12 +46,23 @@ from qflow_node.core.engine.state import (
 )
 from qflow_node.core.flow import FlowIR, StepIR, instance_id
 
+# The static index of recently seen flows, by the flow object (kept with it, so its id is
+# not reused meanwhile): a node builds a state for every execution it hears of, mostly
+# of the same few flows, and analysing a flow's expressions is the costly part.
+_STATIC: dict[int, tuple[FlowIR, FlowIndex]] = {}
+_STATIC_MAX: Final = 256
+
 
 def initial(flow: FlowIR, exec_id: str) -> ExecState:
     """The state before the execution's first record."""
-    index = FlowIndex.of(flow, step_uses_vars)
-    index.initial_vars = initial_vars_update(flow)
-    return ExecState(index, exec_id)
+    cached = _STATIC.get(id(flow))
+    if cached is None or cached[0] is not flow:
+        template = FlowIndex.of(flow, step_uses_vars)
+        template.initial_vars = initial_vars_update(flow)
+        if len(_STATIC) >= _STATIC_MAX:
+            _STATIC.clear()
+        _STATIC[id(flow)] = cached = (flow, template)
+    return ExecState(cached[1].fresh(), exec_id)
 
 
 def fold(flow: FlowIR, exec_id: str, events: Iterable[Event]) -> tuple[ExecState, list[Rejection]]:

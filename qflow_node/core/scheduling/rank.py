@@ -71,7 +71,14 @@ def precedence(slot: Slot, node: str) -> tuple[int, str]:
 
 def ranking(slot: Slot, nodes: Iterable[str]) -> tuple[str, ...]:
     """`nodes` (duplicates dropped) from the slot's first choice to its last."""
-    return tuple(sorted(set(nodes), key=lambda node: precedence(slot, node)))
+    return _ranking(slot, frozenset(nodes))
+
+
+@functools.lru_cache(maxsize=4096)
+def _ranking(slot: Slot, nodes: frozenset[str]) -> tuple[str, ...]:
+    # Every node re-ranks each due slot whenever it hears of its execution: a few hashes
+    # per node each time, for the same answer.
+    return tuple(sorted(nodes, key=lambda node: precedence(slot, node)))
 
 
 def rank_of(slot: Slot, node: str, nodes: Iterable[str]) -> int | None:
