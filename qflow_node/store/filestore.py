@@ -90,7 +90,7 @@ class FileBlockStore:
                 return data
             self._packs.forget(cid)  # never served again; a put appends a good copy
             raise CorruptBlockError(cid, self._packs.directory / where.pack, reason, None)
-        return self._read_verified(cid, self._layout.block_path(cid.encode()))
+        return self._read_verified(cid, self._file(cid))
 
     def has(self, cid: CID) -> bool:
         if not is_storable(cid):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Final, NamedTuple
 
@@ -103,12 +103,10 @@ class Packs:
                     fresh[key] = block
             if not fresh:
                 return
-            writer = self._writable(max((self._superseded.get(k, "") for k in fresh), default=""))
-            offsets = writer.append([_entry(_PUT, key, b.data) for key, b in fresh.items()])
-            for (key, block), offset in zip(fresh.items(), offsets, strict=True):
-                index[key] = Located(writer.path.name, offset + 2 + len(key), len(block.data))
+            after = max((self._superseded.get(key, "") for key in fresh), default="")
+            self._append_puts({key: block.data for key, block in fresh.items()}, after)
+            for key in fresh:
                 self._superseded.pop(key, None)
-            self._scanned[writer.path.name] = writer.size
 
     def delete(self, cid: CID) -> bool:
         key = cid.cid_bytes
@@ -141,11 +139,7 @@ class Packs:
             self._close_all()
             self._index, self._scanned, self._superseded = {}, {}, {}
             if kept:
-                writer = self._writable(old[-1])
-                offsets = writer.append([_entry(_PUT, key, data) for key, data in kept.items()])
-                for (key, data), offset in zip(kept.items(), offsets, strict=True):
-                    self._index[key] = Located(writer.path.name, offset + 2 + len(key), len(data))
-                self._scanned[writer.path.name] = writer.size
+                self._append_puts(kept, old[-1])
             for name in old:
                 (self.directory / name).unlink(missing_ok=True)
             fsync_dir(self.directory)
@@ -157,6 +151,16 @@ class Packs:
 
     # -- internals ----------------------------------------------------------------------
 
+    def _append_puts(self, blocks: dict[bytes, bytes], after: str) -> None:
+        """Append and index blocks (cid bytes -> data) in one durable batch, in a pack
+        named after `after`. Under `_lock`, the index loaded."""
+        writer = self._writable(after)
+        offsets = writer.append([_entry(_PUT, key, data) for key, data in blocks.items()])
+        index = self._loaded()
+        for (key, data), offset in zip(blocks.items(), offsets, strict=True):
+            index[key] = _located(writer.path.name, offset, key, len(data))
+        self._scanned[writer.path.name] = writer.size
+
     def _loaded(self) -> dict[bytes, Located]:
         if self._index is None:
             self._index = {}
@@ -165,8 +169,7 @@ class Packs:
 
     def _refresh(self) -> None:
         """Read what was appended to the packs since we last looked."""
-        index = self._loaded() if self._index is not None else {}
-        self._index = index
+        index = self._loaded()  # (on first use, `_loaded` comes back here with it empty)
         try:
             names = sorted(p.name for p in self.directory.iterdir() if p.name.endswith(PACK_SUFFIX))
         except FileNotFoundError:
@@ -241,21 +244,21 @@ def _entry(kind: int, key: bytes, data: bytes) -> bytes:
     return bytes((kind, len(key))) + key + data
 
 
+def _located(pack: str, entry_offset: int, key: bytes, length: int) -> Located:
+    """Where the data of an entry (`_entry`) that starts at `entry_offset` lies."""
+    return Located(pack, entry_offset + 2 + len(key), length)
+
+
 def _apply(index: dict[bytes, Located], pack: str, offset: int, payload: bytes) -> bool:
     """Index one entry; False for a malformed one (its CRC held, so a bug wrote it)."""
     if len(payload) < 2 or payload[0] not in (_PUT, _DELETE) or len(payload) < 2 + payload[1]:
         return False
     key = payload[2 : 2 + payload[1]]
     if payload[0] == _PUT:
-        index[key] = Located(pack, offset + 2 + len(key), len(payload) - 2 - len(key))
+        index[key] = _located(pack, offset, key, len(payload) - 2 - len(key))
     else:
         index.pop(key, None)
     return True
 
 
-def iter_pack_cids(packs: Packs) -> Iterator[CID]:
-    for key in packs.cids():
-        yield CID(key)
-
-
-__all__ = ["Located", "Packs", "iter_pack_cids"]
+__all__ = ["Located", "Packs"]

@@ -239,7 +239,7 @@ def test_a_write_during_the_first_load_waits_for_it(tmp_path: Path) -> None:
         write_heads(ledger, second)
         written.set()
 
-    ledger._load = slow_load  # type: ignore[method-assign]
+    ledger._load = slow_load  # type: ignore[method-assign]  # the real load, held open
     writer = threading.Thread(target=write_second)
     writer.start()
     try:

@@ -172,7 +172,9 @@ def test_a_flipped_bit_on_disk_is_found_by_verify(tmp_path: Path) -> None:
     target = written[1]
     # Damage the packed copy in place, its frame's CRC made to match (so the pack still
     # reads whole and only the hash check can tell).
-    where = ledger.store._packs.locate(target)  # type: ignore[attr-defined]
+    store = ledger.store
+    assert isinstance(store, FileBlockStore)
+    where = store._packs.locate(target)
     assert where is not None
     path = paths.blocks / "packs" / where.pack
     data = bytearray(path.read_bytes())
@@ -181,7 +183,7 @@ def test_a_flipped_bit_on_disk_is_found_by_verify(tmp_path: Path) -> None:
     payload = bytes(data[payload_at : where.offset + where.length])
     FRAME.pack_into(data, payload_at - FRAME.size, len(payload), zlib.crc32(payload))
     path.write_bytes(bytes(data))
-    ledger.store._packs.close()  # type: ignore[attr-defined]  # read from disk again
+    store._packs.close()  # read from disk again
     report = ledger.verify(EXEC)
     assert report.failure is not None
     assert report.failure.reason is Reason.HASH_MISMATCH

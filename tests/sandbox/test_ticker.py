@@ -22,7 +22,7 @@ class CountingEngine:
 
 def test_an_idle_ticker_does_not_tick_and_an_active_one_does() -> None:
     engine = CountingEngine()
-    ticker = EpochTicker(engine, 0.001)  # type: ignore[arg-type]
+    ticker = EpochTicker(engine, 0.001)  # type: ignore[arg-type]  # counts ticks
     ticker.start()
     try:
         assert not engine.ticked.wait(0.05)  # nothing runs: no tick
@@ -40,7 +40,7 @@ def test_an_idle_ticker_does_not_tick_and_an_active_one_does() -> None:
 
 
 def test_stop_wakes_an_idle_ticker() -> None:
-    ticker = EpochTicker(CountingEngine(), 10.0)  # type: ignore[arg-type]
+    ticker = EpochTicker(CountingEngine(), 10.0)  # type: ignore[arg-type]  # counts ticks
     ticker.start()
     thread = ticker._thread
     ticker.stop()
