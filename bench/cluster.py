@@ -21,7 +21,8 @@ log lines):
                 claim -> done (step run + commit + announcement) and the hand-off
                 from one slot's `slot.done` to the next slot's `slot.claimed` (gossip
                 of the record, fetch and merge, replay, schedule, claim), split by
-                whether the same node took the next slot.
+                whether the same node took the next slot; the last slot's claim ->
+                `exec.finished` (its writer writes the end with the last step).
   throughput    100 executions of the same flow, signed beforehand, submitted as fast as
                 the APIs take them (one thread per node, spread over the 3 nodes); from
                 the first call to the last first `exec.finished`: steps/s and flows/s
@@ -370,7 +371,7 @@ def breakdown(events: list[Seen], submitted: float, api_done: float, end: Seen) 
         parts["hand-off, same node (each)"] = statistics.mean(same)
     if other:
         parts["hand-off, other node (each)"] = statistics.mean(other)
-    parts["end slot claim → exec.finished"] = (end.at - claimed[order[-1]].at) * 1e3
+    parts["last slot claim → exec.finished"] = (end.at - claimed[order[-1]].at) * 1e3
     parts["#hand-offs to another node"] = len(other)
     parts["#claims by rank > 0"] = sum(1 for s in order if claimed[s].fields.get("rank", 0))
     return parts

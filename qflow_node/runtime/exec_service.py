@@ -29,7 +29,7 @@ import contextlib
 import heapq
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
@@ -195,6 +195,7 @@ class ExecService:
         self.book = ClaimBook()
         self._working: set[Slot] = set()  # slots claimed (each holds a work slot) until done
         self._writing: set[Slot] = set()  # past the final check: answered as done
+        self._asked: dict[Slot, _Asked] = {}  # asked when claimed, for the first write
         self._no_channel: set[str] = set()  # peers that do not speak SLOT_CHANNEL
         self._members: tuple[Any, int, tuple[frozenset[str], dict[str, tuple[str, ...]]]] | None
         self._members = None  # (view, until, what `_membership` said for it)
@@ -843,6 +844,10 @@ class ExecService:
                 await self._claim(replica.subnet, slot, rank)
                 log.info("slot.claimed", rank=rank)
                 lease.start_soon(self._renew, replica.subnet, slot, rank)
+                # The question of the slot's first write, asked now: its round trip to
+                # the peers overlaps the step's run instead of following it.
+                asked = self._asked[slot] = _Asked()
+                lease.start_soon(asked.ask, self._confirm, replica, slot)
                 written = await self._perform(replica, slot, actions)
                 lease.cancel_scope.cancel()
             if written:
@@ -852,6 +857,7 @@ class ExecService:
             log.exception("slot.error", error=repr(exc))
         finally:
             self._working.discard(slot)
+            self._asked.pop(slot, None)
             self._slots.release_on_behalf_of(slot)  # taken when the slot was started
             self.poke(slot.exec)
 
@@ -986,7 +992,8 @@ class ExecService:
         lap("refresh")
         reason = self._superseded(replica, slot, event)
         heads = replica.heads
-        writer = _RecordWriter(replica.exec, event, self.key, payload, output)
+        then = _ending_after(replica, event) if reason is None else None
+        writer = _RecordWriter(replica.exec, event, self.key, payload, output, then)
         built: list[Block] = []
         if reason is None:
             # Ask the subnet while the record is signed and stored: the question is on
@@ -997,7 +1004,8 @@ class ExecService:
                     built.append(_raised(await self._builds.submit((heads, writer))))
 
                 both.start_soon(build)
-                reason = await self._confirm(replica, slot)
+                asked = self._asked.pop(slot, None)
+                reason = await (asked.answer() if asked else self._confirm(replica, slot))
             # Again, now: while we waited, a record of the slot may have arrived, or a
             # better claimer may have asked us about it (its question counts as its
             # claim). Past this check the slot is ours to write, and from now on we
@@ -1006,18 +1014,17 @@ class ExecService:
             reason = reason or self._superseded(replica, slot, event)
         lap("confirm+build")
         if reason is not None:
-            _log().info(
-                "slot.superseded",
-                exec=replica.exec.encode(),
-                slot=slot.name,
-                kind=event.kind,
-                reason=reason,
-            )
+            _superseded_log(replica, slot, event.kind, reason)
             return 0  # blocks already stored are unreferenced: gc collects them
-        record = built[0]
+        record, blocks, first = built[0], writer.blocks, writer.first
+        assert first is not None  # built
+        if then is not None and _ending_after(replica, event) != then:
+            # A record merged meanwhile changed how the execution ends (a control):
+            # ours alone, and the end is left to its own slot.
+            record, blocks = first, blocks[: blocks.index(first) + 1]
         self._writing.add(slot)
         try:
-            await self._announce(replica.subnet, record, writer.blocks)
+            await self._announce(replica.subnet, record, blocks)
             lap("announce")
             _raised(await self._commits.submit((replica.exec, heads, record)))
             self._refresh(replica.exec)
@@ -1025,7 +1032,7 @@ class ExecService:
             self._writing.discard(slot)  # written (the replica says so now), or failed
         lap("commit")
         _log().debug("slot.phases", exec=replica.exec.encode(), slot=slot.name, ms=phases)
-        return 1
+        return 1 if record is first else 2
 
     def _superseded(self, replica: Replica, slot: Slot, event: eng.Event) -> str | None:
         """Why our result must not be written (None: write it). Two nodes can claim one
@@ -1070,7 +1077,11 @@ class ExecService:
         else's ledger: the heads go back to its parents (the block stays, unreferenced),
         so the ledger does not end up with the slot done twice."""
         try:
-            for head in replica.heads:
+            # A rewound record's parents are asked about in turn: a step's record and
+            # the end of the execution are written and announced together.
+            heads = list(replica.heads)
+            while heads:
+                head = heads.pop()
                 record = await trio.to_thread.run_sync(self.ledger.record, head)
                 if record.node != self.me:
                     continue
@@ -1081,6 +1092,7 @@ class ExecService:
                         self.ledger.rewind, replica.exec, head, record.prev
                     )
                     if rewound:
+                        heads += record.prev
                         _log().warning(
                             "exec.rewound",
                             exec=replica.exec.encode(),
@@ -1395,19 +1407,51 @@ class ExecService:
             self._rejection_sent.popitem(last=False)
 
 
+class _Asked:
+    """The subnet's answer to a slot question (`ExecService._confirm`: why our record
+    must not be written, or None), asked in the background."""
+
+    def __init__(self) -> None:
+        self._answered = trio.Event()
+        self._reason: str | None = None
+
+    async def ask(
+        self,
+        confirm: Callable[[Replica, Slot], Awaitable[str | None]],
+        replica: Replica,
+        slot: Slot,
+    ) -> None:
+        self._reason = await confirm(replica, slot)
+        self._answered.set()
+
+    async def answer(self) -> str | None:
+        await self._answered.wait()
+        return self._reason
+
+
+def _superseded_log(replica: Replica, slot: Slot, kind: str, reason: str) -> None:
+    _log().info(
+        "slot.superseded", exec=replica.exec.encode(), slot=slot.name, kind=kind, reason=reason
+    )
+
+
 @dataclass
 class _RecordWriter:
-    """Builds one event's record on the parents `commit_next` finds, keeping the blocks."""
+    """Builds one event's record on the parents `commit_next` finds, keeping the blocks;
+    with `then` (the end of the execution that event brings), that event's record on
+    top of it: the record returned, `first` the one beneath."""
 
     exec: CID
     event: eng.Event
     key: SigningKey
     payload: CID | None
     output: bytes | None
+    then: eng.Event | None = None
     blocks: list[Block] = field(default_factory=list)
+    first: Block | None = None
 
     def build(self, parents: dict[CID, Mapping[str, int]]) -> tuple[Sequence[Block], Block]:
-        blocks, record, _ = event_blocks(
+        blocks, record, written = event_blocks(
             self.exec,
             self.event,
             parents=parents,
@@ -1415,8 +1459,36 @@ class _RecordWriter:
             payload=self.payload,
             output=self.output,
         )
+        self.first = record
+        if self.then is not None:
+            more, last, _ = event_blocks(
+                self.exec, self.then, parents={record.cid: written.clock}, key=self.key
+            )
+            blocks, record = [*blocks, record, *more], last
         self.blocks = [*blocks, record]
         return blocks, record
+
+
+def _ending_after(replica: Replica, event: eng.Event) -> eng.Event | None:
+    """The `exec.completed`/`exec.failed` event due right after `event`, if it ends the
+    execution: written with it, in the same slot (one claim, confirmation, announcement
+    and commit less per execution, and the end is known as soon as its last step).
+    Bookkeeping every node derives alike, so whoever writes the step may write it;
+    the two go out in one announcement, so no node sees the step's record without the
+    end (and claims `$finish` for it). None while controls are queued: one of them may
+    still change how the execution ends."""
+    if replica.controls or event.kind in {ev.EXEC_COMPLETED, ev.EXEC_FAILED}:
+        return None
+    state = eng.apply(replica.state, event)
+    if isinstance(state, eng.Rejection):
+        return None
+    now = event.ts
+    ends = [
+        action
+        for action in eng.next_actions(state, now)
+        if isinstance(action, eng.CompleteExecution | eng.FailExecution)
+    ]
+    return action_event(ends[0], now) if len(ends) == 1 else None
 
 
 def _by_subnet(items: Sequence[tuple[str, T]]) -> dict[str, list[T]]:

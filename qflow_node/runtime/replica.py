@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from qflow_node.codec import CID
 from qflow_node.codec.envelope_bodies import Control
@@ -27,6 +27,7 @@ from qflow_node.core.control import control_event
 from qflow_node.core.engine.records import PayloadError, event_of
 from qflow_node.core.engine.state import TERMINAL
 from qflow_node.core.flow import FlowIR
+from qflow_node.core.ledger import Record
 from qflow_node.core.scheduling import FINISH, START, Priority, Slot
 from qflow_node.core.submission import Submission
 from qflow_node.ledger_store import LedgerStore, LedgerStoreError
@@ -147,22 +148,39 @@ def refresh(replica: Replica, ledger: LedgerStore) -> bool:
     return True
 
 
+_EXTEND_DEPTH: Final = 4  # records applied one by one; a longer gap is folded again
+
+
 def _extend(replica: Replica, ledger: LedgerStore, head: CID) -> bool:
-    """Apply `head` alone if it sits right on the current heads (verified records only:
-    the ledger holds it as a head after a commit or a verifying merge)."""
+    """Apply the records from the current heads up to `head` one by one, if they form a
+    short chain right on them (a record written or merged alone, or a step's record
+    and the end of the execution written together). Verified records only: the ledger
+    holds `head` as a head after a commit or a verifying merge."""
+    chain: list[tuple[CID, Record]] = []
     try:
-        record = ledger.record(head)
-        if set(record.prev) != set(replica.heads):
+        cid = head
+        while len(chain) < _EXTEND_DEPTH:
+            record = ledger.record(cid)
+            chain.append((cid, record))
+            if set(record.prev) == set(replica.heads):
+                break
+            if len(record.prev) != 1:
+                return False
+            cid = record.prev[0]
+        else:
             return False
-        event = event_of(head, record, ledger.store.get)
+        events = [event_of(cid, record, ledger.store.get) for cid, record in reversed(chain)]
     except (LedgerStoreError, PayloadError):
         return False
-    applied = eng.apply(replica.state, event)
-    if isinstance(applied, eng.Rejection):
-        return False  # the full fold will say what it makes of it
-    replica.state = applied
+    state = replica.state
+    for event in events:
+        applied = eng.apply(state, event)
+        if isinstance(applied, eng.Rejection):
+            return False  # the full fold will say what it makes of it
+        state = applied
+    replica.state = state
     replica.heads = (head,)
-    replica.records += 1
+    replica.records += len(chain)
     return True
 
 

@@ -115,3 +115,30 @@ def recorded_by(cluster: Cluster, exec_id: str, slot: str) -> None:
         )
 
     cluster.processes.wait_any(written, TIMEOUT)
+
+
+def test_the_last_steps_writer_ends_the_execution_in_the_same_slot(cluster: Cluster) -> None:
+    """`exec.completed` is written on top of the last step's record by the node that
+    ran it, announced with it: nobody claims a `$finish` slot for it."""
+    n0 = cluster.nodes[0]
+    inputs = {"sensor": "S1", "readings": [1, 2, 4]}
+    exec_id = cluster.submit(n0, FLOWS / "run.yaml", inputs)
+    assert finished(cluster, exec_id) == "completed"
+    assert check_ledger(n0.repo, exec_id).verified
+    paths = RepoPaths(n0.repo)
+    ledger = LedgerStore(FileBlockStore(paths.blocks), paths)
+    (end,) = ledger.heads(parse_cid(exec_id))
+    ended = ledger.record(end)
+    assert ended.kind == "exec.completed"
+    (under,) = ended.prev
+    last = ledger.record(under)
+    assert (last.kind, last.step) == ("step.completed", "name")
+    assert last.node == ended.node
+    claimed = [
+        event.get("slot")
+        for node in cluster.nodes
+        if node.process is not None
+        for event in node.process.events
+        if event.get("event") == "slot.claimed" and event.get("exec") == exec_id
+    ]
+    assert "$finish" not in claimed and "name" in claimed

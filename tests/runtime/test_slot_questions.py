@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import cast
 
 import trio
 from multiaddr import Multiaddr
@@ -33,9 +34,10 @@ from qflow_node.net.host import build_host
 from qflow_node.net.reqresp import Direct
 from qflow_node.net.topics import TopicKind
 from qflow_node.repo import RepoPaths
-from qflow_node.runtime.exec_service import ExecService, ExecSettings
+from qflow_node.runtime.exec_service import ExecService, ExecSettings, _Asked
 from qflow_node.runtime.local import LocalRunner
 from qflow_node.runtime.membership_service import MembershipService
+from qflow_node.runtime.replica import Replica as ReplicaState
 from qflow_node.sandbox import Sandbox
 from qflow_node.store import FileBlockStore
 from qflow_node.store.service import BlockService
@@ -203,3 +205,22 @@ async def test_records_announced_together_merge_in_one_trip_each_on_its_own() ->
             record, report = outcome
             assert report.ok and record.exec == exec
             assert service.ledger.heads(exec) == (head,)  # ... the others merged
+
+
+async def test_a_question_asked_at_claim_time_is_answered_to_the_first_write() -> None:
+    """`_Asked` holds the answer to the question a claimer asks as soon as it claims,
+    for the slot's first write, which waits for it if it is still on its way."""
+    answered = trio.Event()
+
+    async def confirm(_replica: ReplicaState, _slot: Slot) -> str | None:
+        await answered.wait()
+        return "n2 claimed the slot too, and wins"
+
+    asked = _Asked()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(asked.ask, confirm, cast(ReplicaState, None), SLOT)
+        with trio.move_on_after(0.05) as waited:  # the writer waits while it is unanswered
+            await asked.answer()
+        assert waited.cancelled_caught
+        answered.set()
+        assert await asked.answer() == "n2 claimed the slot too, and wins"
