@@ -241,6 +241,8 @@ class Follower:
         remark = self.remark(process, event)
         if event["event"] == "slot.done" and event.get("slot") == START:
             remark = f"   <- wrote exec.started: {name} is the launcher"
+        elif event["event"] == "slot.done" and event.get("ended") and event.get("slot") != FINISH:
+            remark = remark or "   <- and the execution's end, on top of it"
         self.say(f"  {name:<4}{verb:<10}{what:<18}{remark}".rstrip())
 
 
@@ -495,9 +497,10 @@ def _finish(follow: Follower, kill: _Kill) -> float:
             _is(exec_id, "exec.finished", on=[survivor]), f"exec.finished on {survivor.name}"
         )
         finished.append(event_time(event))
-    # The writer of the end logs its `slot.done` right after: show it too.
+    # The writer of the end (with the last step's record, or in `$finish` when the end
+    # came otherwise) logs its `slot.done` right after: show it too.
     follow.until(
-        _is(exec_id, "slot.done", on=kill.survivors, slot=FINISH), "the end of the execution"
+        _is(exec_id, "slot.done", on=kill.survivors, ended=True), "the end of the execution"
     )
     return min(finished) - kill.killed_at
 

@@ -56,6 +56,7 @@ from qflow_node.core.envelopes import Verified, seal_envelope
 from qflow_node.core.ledger import Record, VerifyReport
 from qflow_node.core.membership import PeerState, Requirement, eligible, states
 from qflow_node.core.scheduling import (
+    FINISH,
     START,
     Claim,
     ClaimBook,
@@ -196,6 +197,7 @@ class ExecService:
         self._working: set[Slot] = set()  # slots claimed (each holds a work slot) until done
         self._writing: set[Slot] = set()  # past the final check: answered as done
         self._asked: dict[Slot, _Asked] = {}  # asked when claimed, for the first write
+        self._ended: set[Slot] = set()  # slots that wrote the execution's end with their record
         self._no_channel: set[str] = set()  # peers that do not speak SLOT_CHANNEL
         self._members: tuple[Any, int, tuple[frozenset[str], dict[str, tuple[str, ...]]]] | None
         self._members = None  # (view, until, what `_membership` said for it)
@@ -852,12 +854,14 @@ class ExecService:
                 lease.cancel_scope.cancel()
             if written:
                 self.completed_slots += 1
-                log.info("slot.done", rank=rank, records=written)
+                ended = slot.name == FINISH or slot in self._ended
+                log.info("slot.done", rank=rank, records=written, ended=ended)
         except Exception as exc:  # a bug must not take the node down; the lease lapses
             log.exception("slot.error", error=repr(exc))
         finally:
             self._working.discard(slot)
             self._asked.pop(slot, None)
+            self._ended.discard(slot)
             self._slots.release_on_behalf_of(slot)  # taken when the slot was started
             self.poke(slot.exec)
 
@@ -1032,7 +1036,10 @@ class ExecService:
             self._writing.discard(slot)  # written (the replica says so now), or failed
         lap("commit")
         _log().debug("slot.phases", exec=replica.exec.encode(), slot=slot.name, ms=phases)
-        return 1 if record is first else 2
+        if record is first:
+            return 1
+        self._ended.add(slot)
+        return 2
 
     def _superseded(self, replica: Replica, slot: Slot, event: eng.Event) -> str | None:
         """Why our result must not be written (None: write it). Two nodes can claim one

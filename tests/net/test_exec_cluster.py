@@ -142,3 +142,11 @@ def test_the_last_steps_writer_ends_the_execution_in_the_same_slot(cluster: Clus
         if event.get("event") == "slot.claimed" and event.get("exec") == exec_id
     ]
     assert "$finish" not in claimed and "name" in claimed
+    ended_by = [
+        event.get("slot")
+        for node in cluster.nodes
+        if node.process is not None
+        for event in node.process.events
+        if event.get("event") == "slot.done" and event.get("exec") == exec_id and event["ended"]
+    ]
+    assert ended_by == ["name"]
