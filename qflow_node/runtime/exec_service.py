@@ -1018,7 +1018,13 @@ class ExecService:
             reason = reason or self._superseded(replica, slot, event)
         lap("confirm+build")
         if reason is not None:
-            _superseded_log(replica, slot, event.kind, reason)
+            _log().info(
+                "slot.superseded",
+                exec=replica.exec.encode(),
+                slot=slot.name,
+                kind=event.kind,
+                reason=reason,
+            )
             return 0  # blocks already stored are unreferenced: gc collects them
         record, blocks, first = built[0], writer.blocks, writer.first
         assert first is not None  # built
@@ -1434,12 +1440,6 @@ class _Asked:
     async def answer(self) -> str | None:
         await self._answered.wait()
         return self._reason
-
-
-def _superseded_log(replica: Replica, slot: Slot, kind: str, reason: str) -> None:
-    _log().info(
-        "slot.superseded", exec=replica.exec.encode(), slot=slot.name, kind=kind, reason=reason
-    )
 
 
 @dataclass
