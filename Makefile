@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test test-fast test-interop lint typecheck sentinel demo bench steps clean
+.PHONY: test test-fast test-interop lint typecheck sentinel demo bench steps sim sim-soak clean
 
 # The virtualenv is rebuilt whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -33,6 +33,13 @@ test-fast: $(STAMP)
 # too, and they skip where the extra has no wheel for the platform).
 test-interop: $(STAMP)
 	$(BIN)/pytest -m kubo tests/interop
+
+# Deterministic simulation (docs/testing.md): the CI seed set, and the long soak.
+sim: $(STAMP)
+	$(BIN)/python -m qflow_node.sim ci
+
+sim-soak: $(STAMP)
+	$(BIN)/python -m qflow_node.sim soak
 
 demo: $(STAMP)
 	bash examples/demo.sh

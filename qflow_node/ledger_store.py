@@ -53,7 +53,6 @@ import functools
 import multiprocessing
 import os
 import threading
-import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -63,10 +62,13 @@ from typing import Any, Final
 from cachetools import LRUCache
 
 from qflow_node.appendlog import FRAME, MAGIC, AppendLog, LogFormatError, frame, parse
+from qflow_node.clock import wall_ms, wall_s
 from qflow_node.codec import CID, DAG_CBOR, Block, CodecError, decode_dag, encode_dag, parse_cid
 from qflow_node.core.ledger import (
     CorruptBlock,
+    Failure,
     Lookup,
+    Reason,
     Record,
     RecordError,
     SignatureChecker,
@@ -343,7 +345,7 @@ class LedgerStore:
         if not heads:
             return
         self._loaded()  # before the first append: the index must not miss it
-        at = time.time()
+        at = wall_s()
         payloads = [heads_entry(exec, ordered, at) for exec, ordered in heads.items()]
         with self._journal_locked():
             log = self._writer()
@@ -426,7 +428,7 @@ class LedgerStore:
         payloads = [heads_entry(exec, h, at) for exec, (h, at, _) in index.items()]
         # A heads file whose execution is gone must not come back if a crash keeps it.
         gone = self._legacy.keys() - index.keys()
-        payloads += [heads_entry(exec, [], time.time()) for exec in gone]
+        payloads += [heads_entry(exec, [], wall_s()) for exec in gone]
         data = MAGIC + b"".join(frame(payload) for payload in payloads)
         atomic_write(self._journal, data)
         # The old file's inode is unlinked: never append to it again (reopened lazily).
@@ -488,7 +490,7 @@ class LedgerStore:
         Raises RecordError for a record the format forbids, StoreError/OSError on I/O.
         """
         if ts is None:
-            ts = time.time_ns() // 1_000_000
+            ts = wall_ms()
         with self._lock:
             parents = {head: self.record(head).clock for head in self.heads(exec)}
             block, _ = new_record(
@@ -567,7 +569,9 @@ class LedgerStore:
     ) -> VerifyReport:
         """Adopt heads learnt from a peer: verify the union, keep its antichain.
 
-        The blocks reachable from `heads` must already be in the store (fetch first).
+        The blocks reachable from `heads` must already be in the store (fetch first):
+        a record whose submission, payload or state block is missing is refused with
+        `missing_block` (fetch its DAG again, not trusting present blocks, and retry).
         Nothing changes unless the whole union verifies. One record extending our only
         head - the ledger growing a record at a time - is checked alone: everything
         below it was verified when it became our head.
@@ -589,7 +593,9 @@ class LedgerStore:
             extended = self._extend(exec, current, heads)
             if extended is not None:
                 return extended
-            report = verify_execution([*current, *heads], self.lookup, exec=exec, checker=checker)
+            report = verify_execution(
+                [*current, *heads], self.lookup, exec=exec, checker=checker, resolve_links=True
+            )
             if report.ok:
                 if report.heads != current:
                     self._write_heads(exec, report.heads)
@@ -614,15 +620,28 @@ class LedgerStore:
         if data is None:
             return None
         try:
-            if decode_record(new, data).prev != (head,):
-                return None
+            record = decode_record(new, data)
         except RecordError:
             return None  # let the full verification name the problem
+        if record.prev != (head,):
+            return None
         failure = verify_extension(new, data, exec=exec, parent=head, parent_clock=parent.clock)
+        if failure is None:
+            failure = self._missing_content(new, record)
         if failure is not None:
             return VerifyReport(False, exec, 0, (), failure=failure)
         self._write_heads(exec, [new])
         return VerifyReport(True, exec, sum(parent.clock.values()) + 1, (new,))
+
+    def _missing_content(self, cid: CID, record: Record) -> Failure | None:
+        """A record's own blocks (submission, payload, state) must be here before it is a
+        head: a replica folding it without its payload would skip its event for good."""
+        for link in (record.exec, record.payload, record.state):
+            if link is not None and not self.store.has(link):
+                return Failure(
+                    Reason.MISSING_BLOCK, link, "linked block not found", linked_from=cid
+                )
+        return None
 
     def verify(
         self,

@@ -20,17 +20,30 @@ ALLOWED: dict[str, set[str]] = {
     "core": {"codec", "identity.keys"},
     "codec": set(),
     "identity": {"codec", "fsio", "repo", "log"},
-    "store": {"codec", "appendlog", "fsio", "repo", "log"},
+    "store": {"codec", "appendlog", "fsio", "offload", "repo", "log"},
     "crypto": {"codec"},
     "net": {"codec", "identity", "store", "log"},
     "sandbox": {"codec", "core", "store", "fsio", "repo", "log"},
     "flow_loader": {"core", "codec", "store", "fsio", "repo", "log"},
-    "ledger_store": {"core", "codec", "identity", "store", "appendlog", "fsio", "repo", "log"},
+    "ledger_store": {
+        "core",
+        "codec",
+        "identity",
+        "store",
+        "appendlog",
+        "clock",
+        "fsio",
+        "repo",
+        "log",
+    },
     "runtime": {"*"},
     "api": {"*"},
     "cli": {"*"},
+    "sim": {"*"},  # the simulator drives the real node; nothing may import it
     "appendlog": {"fsio"},
     "fsio": set(),
+    "clock": set(),
+    "offload": set(),
     "log": set(),
     "repo": set(),
     "__init__": set(),
@@ -90,6 +103,14 @@ def test_imports_follow_the_dependency_rules(path: Path) -> None:
             assert allowed(part, target), f"{path}:{line}: {part} may not import {module}"
         if part == "core":
             assert module.split(".")[0] not in IMPURE, f"{path}:{line}: core is pure; {module}"
+
+
+def test_nothing_in_the_node_imports_the_simulator() -> None:
+    for path in SOURCES:
+        if part_of(path) == "sim":
+            continue
+        for line, module in imported_modules(path):
+            assert not module.startswith("qflow_node.sim"), f"{path}:{line}: imports {module}"
 
 
 def test_sentinel_stands_alone() -> None:

@@ -121,8 +121,50 @@ def _show(text: object) -> str:
     return shown if len(shown) <= 80 else f"{shown[:60]}... ({len(shown)} chars)"
 
 
+class VerifiedMemo:
+    """Valid (public key, message, signature) triples already checked in this process.
+
+    Off in the node. The simulator turns it on (`remember_verified`): its virtual nodes
+    share one process, and each would check the same bytes of every gossiped message
+    again. Only a valid signature is remembered, by its exact bytes: anything forged or
+    tampered differs, and is checked for real."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.valid: dict[tuple[bytes, bytes, bytes], None] = {}
+
+    def seen(self, key: tuple[bytes, bytes, bytes]) -> bool:
+        return key in self.valid
+
+    def add(self, key: tuple[bytes, bytes, bytes]) -> None:
+        if len(self.valid) >= self.size:
+            del self.valid[next(iter(self.valid))]  # oldest first
+        self.valid[key] = None
+
+
+_memo: VerifiedMemo | None = None
+
+
+def remember_verified(size: int | None) -> None:
+    """Remember up to `size` valid signatures (None: forget them, and stop)."""
+    global _memo  # noqa: PLW0603 - one switch for the process
+    _memo = VerifiedMemo(size) if size else None
+
+
 def verify(public_key: bytes, message: bytes, signature: bytes) -> None:
     """Raise InvalidSignatureError unless `signature` is valid; IdentityError if malformed."""
+    memo = _memo
+    if memo is not None and type(public_key) is type(message) is type(signature) is bytes:
+        key = (public_key, message, signature)
+        if memo.seen(key):
+            return
+        _verify(public_key, message, signature)
+        memo.add(key)
+        return
+    _verify(public_key, message, signature)
+
+
+def _verify(public_key: bytes, message: bytes, signature: bytes) -> None:
     if not isinstance(signature, bytes) or len(signature) != SIGNATURE_LEN:
         raise IdentityError(
             f"Ed25519 signature must be {SIGNATURE_LEN} bytes, got {_describe_len(signature)}"

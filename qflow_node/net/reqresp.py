@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
 from libp2p.abc import IHost
@@ -28,6 +28,9 @@ from libp2p.request_response.exceptions import (
     RequestResponseError,
     RequestTimeoutError,
 )
+
+if TYPE_CHECKING:
+    from qflow_node.net.channel import Channel
 
 _CLOSE_GRACE: Final = 0.5  # s past the exchange's timeout for closing the stream
 
@@ -78,6 +81,20 @@ class Direct:
 
         self._rr.set_handler(
             TProtocol(protocol), adapted, self._codec, (limits or Limits()).to_libp2p()
+        )
+
+    def open_channel(self, protocol: str, handler: Handler, limits: Limits) -> Channel:
+        """Requests to `protocol` over one long-lived stream per peer (`Channel`, which
+        the caller runs), answered here by `handler`."""
+        from qflow_node.net.channel import Channel
+
+        return Channel(
+            self.host,
+            protocol,
+            handler,
+            timeout=limits.timeout,
+            max_request=limits.max_request_size,
+            max_answer=limits.max_response_size,
         )
 
     def stop_serving(self, protocol: str) -> None:

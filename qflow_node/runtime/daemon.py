@@ -218,7 +218,7 @@ async def _run(
                 **task_methods(),
             }
             await _serve_api(services, paths, methods)
-            await _join_subnets(
+            await join_subnets(
                 gossip,
                 config.subnets,
                 wiring.validator_for or rejections.validator,
@@ -332,7 +332,7 @@ class Consumers:
     envelopes: Rejections = field(default_factory=Rejections)  # validated: opened already
 
 
-async def _join_subnets(
+async def join_subnets(
     gossip: Gossip,
     subnets: Sequence[str],
     validator_for: Callable[[str, TopicKind], Validator],

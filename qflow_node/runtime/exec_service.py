@@ -35,6 +35,7 @@ from typing import Any, Final, TypeVar
 
 import trio
 
+from qflow_node import clock, offload
 from qflow_node.codec import CID, Block, CodecError, decode_dag, encode_dag
 from qflow_node.codec.envelope_bodies import (
     MAX_BATCH,
@@ -53,7 +54,7 @@ from qflow_node.core.control import control_event, refusal
 from qflow_node.core.engine import events as ev
 from qflow_node.core.engine.writing import action_event, event_blocks
 from qflow_node.core.envelopes import Verified, seal_envelope
-from qflow_node.core.ledger import Record, VerifyReport
+from qflow_node.core.ledger import Reason, Record, VerifyReport
 from qflow_node.core.membership import PeerState, Requirement, eligible, states
 from qflow_node.core.scheduling import (
     FINISH,
@@ -84,6 +85,7 @@ from qflow_node.runtime.batcher import Batcher
 from qflow_node.runtime.executors import StepOutcome
 from qflow_node.runtime.local import LocalRunner
 from qflow_node.runtime.membership_service import MembershipService
+from qflow_node.runtime.merging import fetch_and_merge
 from qflow_node.runtime.replica import (
     Replica,
     ReplicaError,
@@ -123,12 +125,11 @@ def _log() -> Any:
     return get_logger("qflow.exec")
 
 
-def mono_ms() -> int:
-    return int(trio.current_time() * 1000)
+mono_ms = clock.mono_ms
 
 
 def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
+    return clock.wall_ms()
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,14 +183,7 @@ class ExecService:
         self.channel: Channel | None = None
         if direct is not None:
             direct.serve(SLOT_PROTOCOL, self._answer_slot, SLOT_LIMITS)
-            self.channel = Channel(
-                direct.host,
-                SLOT_CHANNEL,
-                self._answer_slot,
-                timeout=SLOT_LIMITS.timeout,
-                max_request=SLOT_LIMITS.max_request_size,
-                max_answer=SLOT_LIMITS.max_response_size,
-            )
+            self.channel = direct.open_channel(SLOT_CHANNEL, self._answer_slot, SLOT_LIMITS)
         self.subnets = frozenset(subnets)
         self.settings = settings or ExecSettings()
         self.replicas: dict[CID, Replica] = {}
@@ -206,7 +200,7 @@ class ExecService:
         # Admission: a node takes at most `admission_burst` slots at once, refilled at
         # `admission_per_s`; past that it declines and the next rank takes the work.
         self.admission = TokenBucket(self.settings.admission_burst, self.settings.admission_per_s)
-        self._seq = time.time_ns() // 1000  # grows across restarts, like heartbeats
+        self._seq = clock.wall_ns() // 1000  # grows across restarts, like heartbeats
         self._wake = trio.Event()
         # Incremental scheduling: with many executions active, deciding all of them on
         # every claim or record heard costs O(executions) per message. Decided are the
@@ -259,7 +253,7 @@ class ExecService:
                 nursery.start_soon(self.channel.run)
             for batcher in (self._claims, self._builds, self._announcements, self._commits):
                 nursery.start_soon(batcher.run)
-            resumed = await trio.to_thread.run_sync(self._resume)
+            resumed = await offload.run_sync(self._resume)
             hold_until = mono_ms() + self.settings.resume_hold_ms
             for replica in resumed:
                 replica.hold_until = hold_until
@@ -324,7 +318,7 @@ class ExecService:
 
     async def submit(self, exec: CID, blocks: Sequence[Block]) -> bool:
         """A submission from this node's API: store, check, open, publish. True if new."""
-        await trio.to_thread.run_sync(self.blocks.store.put_many, list(blocks))
+        await offload.run_sync(self.blocks.store.put_many, list(blocks))
         submission = self._verified_submission(exec)
         new = exec not in self.replicas
         await self._open(submission)
@@ -435,9 +429,12 @@ class ExecService:
             carried = any(b.cid == body.record for b in body.blocks)
             (inline if carried else fetch).append(body)
         if inline:
-            taken = await trio.to_thread.run_sync(self._take_inline, inline)
+            taken = await offload.run_sync(self._take_inline, inline)
             for body, outcome in zip(inline, taken, strict=True):
-                await self._merged(body, sender, outcome)
+                if _missing_block(outcome):  # carried without all it links to: fetched
+                    fetch.append(body)
+                else:
+                    await self._merged(body, sender, outcome)
         for body in fetch:
             fetched: tuple[Record, VerifyReport] | Exception
             try:
@@ -509,11 +506,19 @@ class ExecService:
     ) -> tuple[Record, VerifyReport]:
         """An announced record that did not fit inline: fetched from `sender`, merged."""
         await self._store_inline(body.blocks)
-        await self.blocks.fetch_dag(
-            [body.record], peers=[sender], within=self.settings.fetch_within
+        if not self.blocks.store.has(body.record):
+            await self.blocks.fetch_dag(
+                [body.record], peers=[sender], within=self.settings.fetch_within
+            )
+        record = await offload.run_sync(self.ledger.record, body.record)
+        report, _ = await fetch_and_merge(
+            self.blocks,
+            self.ledger,
+            record.exec,
+            [body.record],
+            peers=[sender],
+            within=self.settings.fetch_within,
         )
-        record = await trio.to_thread.run_sync(self.ledger.record, body.record)
-        report = await trio.to_thread.run_sync(self.ledger.merge, record.exec, [body.record])
         return record, report
 
     def _heard_claim(self, body: ClaimBody, verified: Verified[Any]) -> None:
@@ -528,7 +533,7 @@ class ExecService:
 
     async def _store_inline(self, blocks: Sequence[InlineBlock]) -> None:
         if blocks:
-            await trio.to_thread.run_sync(
+            await offload.run_sync(
                 self.blocks.store.put_many, [Block(b.cid, b.data) for b in blocks]
             )
 
@@ -549,7 +554,7 @@ class ExecService:
                 "wrong_subnet", f"subnet {submission.subnet!r} is not one of this node's"
             )
         try:
-            replica = await trio.to_thread.run_sync(open_replica, self.ledger, submission)
+            replica = await offload.run_sync(open_replica, self.ledger, submission)
         except ReplicaError as exc:
             raise SubmissionError("unusable", str(exc)) from None
         if not replica.started:
@@ -565,8 +570,7 @@ class ExecService:
         catch-up; records gossiped after a partition healed): its submission, flow and
         inputs are fetched if missing - from `peers`, or every connected peer."""
         try:
-            if not self.blocks.store.has(exec):
-                await self.blocks.fetch_dag([exec], peers=peers, within=self.settings.fetch_within)
+            await self._fetch_submission(exec, peers)
             await self._open(self._verified_submission(exec))
         except (SubmissionError, StoreError) as exc:
             _log().info("exec.not_opened", exec=exec.encode(), error=str(exc))
@@ -799,10 +803,10 @@ class ExecService:
         try:
             if replica.started:
                 for head in replica.heads:
-                    block = Block(head, await trio.to_thread.run_sync(self.blocks.store.get, head))
+                    block = Block(head, await offload.run_sync(self.blocks.store.get, head))
                     await self._announce(replica.subnet, block, [])
             else:
-                submission = await trio.to_thread.run_sync(self.blocks.store.get, replica.exec)
+                submission = await offload.run_sync(self.blocks.store.get, replica.exec)
                 body = SubmissionBody(
                     exec=replica.exec, blocks=inline_blocks([Block(replica.exec, submission)])
                 )
@@ -909,7 +913,7 @@ class ExecService:
             )
         for action in actions:
             if isinstance(action, eng.RunStep):
-                outcome = await trio.to_thread.run_sync(
+                outcome = await offload.run_sync(
                     self.runner.execute, action, replica.exec, replica.state
                 )
                 written += await self._commit_outcome(replica, slot, action, outcome)
@@ -1095,13 +1099,13 @@ class ExecService:
             heads = list(replica.heads)
             while heads:
                 head = heads.pop()
-                record = await trio.to_thread.run_sync(self.ledger.record, head)
+                record = await offload.run_sync(self.ledger.record, head)
                 if record.node != self.me:
                     continue
                 answers = await self._ask_all(replica, {"record": head}, batch=False)
                 have = [a.get("have") for _, a in answers if isinstance(a, dict)]
                 if have and not any(have):
-                    rewound = await trio.to_thread.run_sync(
+                    rewound = await offload.run_sync(
                         self.ledger.rewind, replica.exec, head, record.prev
                     )
                     if rewound:
@@ -1238,7 +1242,7 @@ class ExecService:
     async def _flush_builds(
         self, items: Sequence[tuple[Sequence[CID], _RecordWriter]]
     ) -> list[Block | Exception]:
-        return await trio.to_thread.run_sync(self._build, items)
+        return await offload.run_sync(self._build, items)
 
     def _build(
         self, items: Sequence[tuple[Sequence[CID], _RecordWriter]]
@@ -1263,7 +1267,7 @@ class ExecService:
     async def _flush_commits(
         self, items: Sequence[tuple[CID, Sequence[CID], Block]]
     ) -> list[Exception | None]:
-        return await trio.to_thread.run_sync(self._commit_records, items)
+        return await offload.run_sync(self._commit_records, items)
 
     def _commit_records(
         self, items: Sequence[tuple[CID, Sequence[CID], Block]]
@@ -1282,7 +1286,10 @@ class ExecService:
         self, items: Sequence[tuple[str, RecordAnnouncement]]
     ) -> list[None]:
         """One envelope per subnet and per RECORDS_INLINE_BYTES of inline blocks."""
-        for subnet, bodies in _by_subnet(items).items():
+        for subnet, announced in _by_subnet(items).items():
+            # A record once per flush: a re-announcement of the heads can meet the
+            # announcement of the record just written (a `records` body refuses twins).
+            bodies = list({b.record: b for b in announced}.values())
             batch: list[RecordAnnouncement] = []
             size = 0
             for body in bodies:
@@ -1310,13 +1317,22 @@ class ExecService:
         await self.gossip.publish(topic(subnet, kind), data)
         return self._seq
 
+    async def _fetch_submission(self, exec: CID, peers: Sequence[str] | None) -> None:
+        """Make the submission's whole DAG (flow, inputs, modules) local. Present blocks
+        are not trusted to come with theirs: a submission block arrives inline alone (a
+        re-announcement carries only it), and a node holding it without its inputs could
+        never fold the execution. The DAG is a few blocks: walking it costs little."""
+        await self.blocks.fetch_dag(
+            [exec], peers=peers, within=self.settings.fetch_within, skip_present=False
+        )
+
     async def _fetched_submission(
         self, subnet: str, body: SubmissionBody, sender: str
     ) -> Submission:
         """The verified submission a `submission` envelope heard on `subnet` names, its
         blocks stored or fetched from `sender`. StoreError, SubmissionError."""
         await self._store_inline(body.blocks)
-        await self.blocks.fetch_dag([body.exec], peers=[sender], within=self.settings.fetch_within)
+        await self._fetch_submission(body.exec, [sender])
         submission = self._verified_submission(body.exec)
         if submission.subnet != subnet:
             raise SubmissionError(
@@ -1496,6 +1512,13 @@ def _ending_after(replica: Replica, event: eng.Event) -> eng.Event | None:
         if isinstance(action, eng.CompleteExecution | eng.FailExecution)
     ]
     return action_event(ends[0], now) if len(ends) == 1 else None
+
+
+def _missing_block(outcome: tuple[Record, VerifyReport] | Exception) -> bool:
+    if isinstance(outcome, Exception):
+        return False
+    failure = outcome[1].failure
+    return failure is not None and failure.reason == Reason.MISSING_BLOCK
 
 
 def _by_subnet(items: Sequence[tuple[str, T]]) -> dict[str, list[T]]:

@@ -4,8 +4,7 @@ exactly what its `capabilities` declare."""
 
 from __future__ import annotations
 
-import time
-
+from qflow_node import clock
 from qflow_node.core.capability import Grants, StepAuthorizer, issue, parse_token
 from qflow_node.core.flow import CapabilityIR
 from qflow_node.identity.keys import SigningKey
@@ -25,7 +24,7 @@ class LocalAuthority:
     ) -> StepAuthorizer | None:
         if not capabilities:
             return None
-        now = int(time.time())
+        now = int(clock.wall_s())
         cache_key = repr(capabilities)
         token = self._tokens.get(cache_key)
         if token is None:

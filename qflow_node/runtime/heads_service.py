@@ -23,24 +23,24 @@ repeated without trusting blocks already present.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import trio
 
+from qflow_node import clock, offload
 from qflow_node.codec import CID
 from qflow_node.codec.envelope import KIND_MAX_SIZE
 from qflow_node.codec.envelope_bodies import Heads
 from qflow_node.core.announce import AnnouncePlan, pack
 from qflow_node.core.envelopes import Verified, seal_envelope
-from qflow_node.core.ledger import Reason
 from qflow_node.identity import SigningKey
 from qflow_node.ledger_store import LedgerStore, LedgerStoreError
 from qflow_node.log import get_logger
 from qflow_node.net.gossip import Gossip
 from qflow_node.net.topics import topic
+from qflow_node.runtime.merging import fetch_and_merge
 from qflow_node.store import StoreError
 from qflow_node.store.service import BlockService
 
@@ -95,7 +95,7 @@ class HeadsService:
         self.settings = settings or HeadsSettings()
         self.withhold = withhold
         self.on_merged = on_merged
-        self._seq = time.time_ns() // 1000  # grows across restarts, like heartbeats
+        self._seq = clock.wall_ns() // 1000  # grows across restarts, like heartbeats
         self._merged: dict[CID, set[CID]] = {}  # heads known to be in our ledger
         self._busy: set[CID] = set()
         self._slots = trio.CapacityLimiter(self.settings.max_catchups)
@@ -122,7 +122,7 @@ class HeadsService:
         `FINISHED_EVERY`-th round: late joiners still catch up, at a tenth of the cost."""
         self._round += 1
         include_finished = self._round % FINISHED_EVERY == 1
-        active = await trio.to_thread.run_sync(self._active, include_finished)
+        active = await offload.run_sync(self._active, include_finished)
         if self.withhold is not None:
             active = [(exec, heads) for exec, heads in active if not self.withhold(exec)]
         due = self._plan.due(self._round, active)
@@ -138,7 +138,7 @@ class HeadsService:
         return sent
 
     def _active(self, include_finished: bool = True) -> list[tuple[CID, tuple[CID, ...]]]:
-        cutoff = time.time() - self.settings.active_window
+        cutoff = clock.wall_s() - self.settings.active_window
         found = []
         for exec in self.ledger.changed_since(cutoff, self.settings.max_announced):
             try:
@@ -190,44 +190,42 @@ class HeadsService:
 
     async def _fetch_and_merge(self, exec: CID, heads: tuple[CID, ...], announcer: str) -> None:
         log = _log().bind(exec=exec.encode(), announcer=announcer)
-        for trust_present in (True, False):
-            try:
-                fetched = await self.blocks.fetch_dag(
-                    heads,
-                    peers=[announcer],
-                    within=self.settings.fetch_within,
-                    skip_present=trust_present,
-                )
-            except StoreError as exc:
-                log.info("ledger.catch_up_failed", error=str(exc))
-                return
-            report = await trio.to_thread.run_sync(self.ledger.merge, exec, heads)
-            if report.ok:
-                merged = self._merged.setdefault(exec, set())
-                merged.update(heads)
-                merged.update(report.heads)
-                self.merges += 1
-                if self.on_merged is not None:
-                    self.on_merged(exec)
-                log.info(
-                    "ledger.merged",
-                    heads=[h.encode() for h in report.heads],
-                    fetched=fetched.fetched,
-                    fetched_bytes=fetched.fetched_bytes,
-                )
-                return
-            failure = report.failure
-            assert failure is not None
-            if failure.reason != Reason.MISSING_BLOCK or not trust_present:
-                self.rejected += 1
-                self._merged.setdefault(exec, set()).update(heads)  # don't refetch a forgery
-                log.warning(
-                    "ledger.merge_rejected",
-                    reason=failure.reason,
-                    at=failure.cid.encode(),
-                    error=failure.message,
-                )
-                return
+        try:
+            report, fetched = await fetch_and_merge(
+                self.blocks,
+                self.ledger,
+                exec,
+                heads,
+                peers=[announcer],
+                within=self.settings.fetch_within,
+            )
+        except StoreError as exc:
+            log.info("ledger.catch_up_failed", error=str(exc))
+            return
+        if report.ok:
+            merged = self._merged.setdefault(exec, set())
+            merged.update(heads)
+            merged.update(report.heads)
+            self.merges += 1
+            if self.on_merged is not None:
+                self.on_merged(exec)
+            log.info(
+                "ledger.merged",
+                heads=[h.encode() for h in report.heads],
+                fetched=fetched.fetched,
+                fetched_bytes=fetched.fetched_bytes,
+            )
+            return
+        failure = report.failure
+        assert failure is not None
+        self.rejected += 1
+        self._merged.setdefault(exec, set()).update(heads)  # don't refetch a forgery
+        log.warning(
+            "ledger.merge_rejected",
+            reason=failure.reason,
+            at=failure.cid.encode(),
+            error=failure.message,
+        )
 
     async def wait_idle_after(self, merges: int) -> None:
         """Until at least `merges` catch-ups have merged (tests, status)."""

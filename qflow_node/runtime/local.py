@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from qflow_node import clock
 from qflow_node.codec import CID, Block, decode_dag
 from qflow_node.core import engine as eng
 from qflow_node.core.engine import events as ev
@@ -45,7 +46,7 @@ Progress = Callable[[eng.Event, eng.ExecState], None]
 
 
 def wall_clock() -> int:
-    return time.time_ns() // 1_000_000
+    return clock.wall_ms()
 
 
 class RunError(Exception):

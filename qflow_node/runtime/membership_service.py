@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from typing import Any, Final
 import msgspec
 import trio
 
-from qflow_node import __version__
+from qflow_node import __version__, clock, offload
 from qflow_node.codec.envelope_bodies import LOAD_SCALE, MAX_ADDRS, Manifest
 from qflow_node.codec.envelope_bodies import Heartbeat as HeartbeatBody
 from qflow_node.core.envelopes import Rejected, Verified, open_envelope, seal_envelope
@@ -64,7 +63,9 @@ def membership_config(heartbeat_interval: float) -> MembershipConfig:
     return MembershipConfig(heartbeat_ms=ms, suspect_ms=3 * ms, dead_ms=10 * ms)
 
 
-def local_manifest(free_work_tokens: int = FREE_WORK_TOKENS) -> Manifest:
+def local_manifest(
+    free_work_tokens: int = FREE_WORK_TOKENS, load: Callable[[], int] | None = None
+) -> Manifest:
     try:
         engine = f"wasmtime/{importlib.metadata.version('wasmtime')}"
     except importlib.metadata.PackageNotFoundError:
@@ -72,7 +73,7 @@ def local_manifest(free_work_tokens: int = FREE_WORK_TOKENS) -> Manifest:
     return Manifest(
         wasm_engine=engine,
         memory_bytes=DEFAULT_MEMORY,
-        load=_load_permille(),
+        load=(load or _load_permille)(),
         free_work_tokens=free_work_tokens,
         version=__version__,
     )
@@ -108,9 +109,11 @@ class MembershipService:
         advertise: Callable[[], Sequence[str]] = tuple,
         on_heard: Callable[[str, Sequence[str]], None] | None = None,
         work_tokens: Callable[[], int] = lambda: FREE_WORK_TOKENS,
+        load: Callable[[], int] | None = None,
     ) -> None:
         """`work_tokens()`: the work this node can take on now, advertised in every
-        heartbeat (the execution service's free work slots and admission tokens)."""
+        heartbeat (the execution service's free work slots and admission tokens).
+        `load()`: its load in permille (default: the machine's load average per CPU)."""
         self.key = key
         self.gossip = gossip
         self.subnets = tuple(sorted(set(subnets)))
@@ -122,11 +125,12 @@ class MembershipService:
         self._known: dict[str, PeerState] = {}
         self._pending: OrderedDict[bytes, Verified[Any]] = OrderedDict()
         self._changed = trio.Event()
-        self._seq = time.time_ns() // 1000
+        self._seq = clock.wall_ns() // 1000
         self._logged_rejected: dict[str, int] = {}
         self._advertise = advertise  # our listen addrs for heartbeats
         self._on_heard = on_heard  # (node, its addrs) for every heartbeat heard
         self._work_tokens = work_tokens
+        self._load = load
 
     # --- receiving -------------------------------------------------------------------
 
@@ -175,7 +179,7 @@ class MembershipService:
 
     @staticmethod
     def now_ms() -> int:
-        return int(trio.current_time() * 1000)
+        return clock.mono_ms()
 
     def evaluate(self) -> None:
         """Log and record every state change since the last evaluation."""
@@ -236,7 +240,7 @@ class MembershipService:
         body = HeartbeatBody(
             node=self.key.peer_id,
             subnets=self.subnets,
-            manifest=local_manifest(self._work_tokens()),
+            manifest=local_manifest(self._work_tokens(), self._load),
             addrs=addrs,
         )
         for subnet in self.subnets:
@@ -251,7 +255,7 @@ class MembershipService:
             self._log_rejections()
             if self.snapshot is not None:
                 data = self.snapshot_bytes()
-                await trio.to_thread.run_sync(_write_snapshot, self.snapshot, data)
+                await offload.run_sync(_write_snapshot, self.snapshot, data)
             self._notify()
             await trio.sleep(interval)
 
@@ -261,7 +265,7 @@ class MembershipService:
             _log().warning("membership.rejected", counts=self._logged_rejected)
 
     def snapshot_bytes(self) -> bytes:
-        now_ms, wall = self.now_ms(), time.time()
+        now_ms, wall = self.now_ms(), clock.wall_s()
         peers = []
         for node, current in states(self.view, now_ms).items():
             member = self.view.members[node]

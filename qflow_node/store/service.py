@@ -20,8 +20,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-import trio
-
 from qflow_node.codec import CID, DAG_CBOR, RAW, Block, CodecError, decode_dag, iter_links
 from qflow_node.codec.dagpb import (
     DAG_PB,
@@ -32,6 +30,7 @@ from qflow_node.codec.dagpb import (
     decode_unixfs,
     link_cid,
 )
+from qflow_node.offload import run_sync
 from qflow_node.store.api import BlockStore
 from qflow_node.store.errors import BlockUnavailableError, StoreError
 
@@ -90,7 +89,7 @@ class BlockService:
 
     async def put(self, block: Block) -> None:
         """Store a block and hand it to peers that asked for it."""
-        await trio.to_thread.run_sync(self.store.put, block)
+        await run_sync(self.store.put, block)
         if self.exchange is not None:
             self.exchange.block_added(block.cid, block.data)
 
@@ -98,7 +97,7 @@ class BlockService:
         self, cid: CID, *, peers: Sequence[str] | None = None, within: float | None = None
     ) -> bytes:
         """The block's bytes, local or fetched (and then stored if storable)."""
-        local = await trio.to_thread.run_sync(self.local, cid)
+        local = await run_sync(self.local, cid)
         if local is not None:
             return local
         fetched = await self._fetch([cid], peers, within)
@@ -130,7 +129,7 @@ class BlockService:
             report.blocks += len(level)
             if report.blocks > max_blocks:
                 raise DagTooLargeError(f"DAG walk passed its limit of {max_blocks} blocks")
-            local = await trio.to_thread.run_sync(self._local_many, level)
+            local = await run_sync(self._local_many, level)
             report.local += len(local)
             missing = [cid for cid in level if cid not in local]
             fetched: dict[CID, bytes] = {}
@@ -162,7 +161,7 @@ class BlockService:
                 return dag.foreign[block_cid]
             return self.store.get(block_cid)
 
-        return await trio.to_thread.run_sync(_unixfs_bytes, cid, read)
+        return await run_sync(_unixfs_bytes, cid, read)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -204,7 +203,7 @@ class BlockService:
             else:
                 storable.append(Block(cid, data))
         if storable:
-            await trio.to_thread.run_sync(self.store.put_many, storable)
+            await run_sync(self.store.put_many, storable)
         return fetched
 
 

@@ -24,7 +24,14 @@ from qflow_node.cli.init_cmd import init_repo
 from qflow_node.codec import dag_block, decode_dag, encode_dag, raw_block
 from qflow_node.codec.envelope_bodies import Claim as ClaimBody
 from qflow_node.codec.envelope_bodies import Claims, InlineBlock, RecordAnnouncement
-from qflow_node.core.ledger.testing import KEYS, OTHER_SUBMISSION, Replica, World
+from qflow_node.core.ledger.testing import (
+    KEYS,
+    OTHER_SUBMISSION,
+    PAYLOAD,
+    SUBMISSION,
+    Replica,
+    World,
+)
 from qflow_node.core.membership import MembershipConfig
 from qflow_node.core.scheduling import Slot, precedence
 from qflow_node.identity import SigningKey
@@ -196,6 +203,9 @@ async def test_records_announced_together_merge_in_one_trip_each_on_its_own() ->
     inline = (InlineBlock(not_a_record.cid, not_a_record.data),)
     bodies.insert(1, RecordAnnouncement(not_a_record.cid, inline))
     async with exec_service() as service:
+        # The node holds the submissions and payloads: a record is merged only with its
+        # own blocks (docs/protocol.md, verification rule 7).
+        service.blocks.store.put_many([SUBMISSION, OTHER_SUBMISSION, PAYLOAD])
         taken = await trio.to_thread.run_sync(service._take_inline, bodies)
         assert isinstance(taken[1], LedgerStoreError)  # refused alone ...
         for outcome, exec, head in zip(

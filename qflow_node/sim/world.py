@@ -1,0 +1,452 @@
+"""One simulated run: N virtual nodes on one seeded network, a workload, a fault
+schedule, and the invariants checked throughout and at the end.
+
+Determinism: the only sources of choice are the seed's random streams (`World.rng`);
+time is trio's `MockClock` (it jumps to the next deadline whenever every task waits,
+so simulated minutes take a moment); trio's scheduler is put in its deterministic mode
+and seeded; blocking calls run inline (`offload.inline`); every node's wall clock is
+virtual (`clock.wall_clock_from`). The same seed, code and Python give the same run,
+event for event: `Trace.digest` says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import tempfile
+import time
+import traceback
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Final, TextIO
+
+import trio
+import trio.testing
+
+from qflow_node import offload
+from qflow_node.codec import CID
+from qflow_node.core.submission import SubmissionError
+from qflow_node.identity import SigningKey, keys
+from qflow_node.runtime.exec_service import ControlRefused, ExecSettings
+from qflow_node.runtime.heads_service import HeadsSettings
+from qflow_node.sim.faults import PROFILES, WARMUP_S, Fault, Profile, schedule
+from qflow_node.sim.invariants import Checker, Violation
+from qflow_node.sim.network import LinkModel, NetStats, SimNet
+from qflow_node.sim.node import SimNode
+from qflow_node.sim.trace import Trace, capturing_logs
+from qflow_node.sim.workload import APPROVERS, KINDS, Submitted, approval, submission
+
+SAMPLE_EVERY_S: Final = 2.0
+SETTLE_POLL_S: Final = 1.0
+_SHM: Final = Path("/dev/shm")
+_VERIFIED_KEPT: Final = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    seed: int
+    nodes: int = 10
+    profile: str = "moderate"
+
+    def command(self) -> str:
+        """The command that replays this run."""
+        return (
+            f"python -m qflow_node.sim run --seed {self.seed} --nodes {self.nodes} "
+            f"--faults {self.profile}"
+        )
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    violations: list[Violation]
+    sim_s: float
+    events: int
+    faults: Counter[str]
+    flows: int
+    flows_ended: int
+    duplicate_records: int
+    digest: str
+    net: NetStats
+    wall_s: float
+    tail: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+def _stream(seed: int, purpose: str) -> random.Random:
+    return random.Random(hashlib.sha256(f"{seed}/{purpose}".encode()).digest()[:8])
+
+
+class World:
+    def __init__(self, config: RunConfig, root: Path, trace: Trace) -> None:
+        if config.profile not in PROFILES:
+            raise ValueError(f"unknown fault profile {config.profile!r}")
+        if not 1 <= config.nodes <= 100:
+            raise ValueError("nodes must be between 1 and 100")
+        self.config = config
+        self.profile: Profile = PROFILES[config.profile]
+        self.trace = trace
+        self.net = SimNet(self.rng("network"), self.profile.links, trace)
+        self.net.on_forged_accepted = self._forged_accepted
+        clocks = self.rng("clocks")
+        self.nodes: list[SimNode] = []
+        for index in range(config.nodes):
+            seed = hashlib.sha256(f"{config.seed}/node/{index}".encode()).digest()
+            node = SimNode(
+                f"n{index}",
+                SigningKey(seed),
+                root / f"n{index}",
+                self.net,
+                exec_settings=ExecSettings(),
+                heads_settings=HeadsSettings(),
+                heartbeat_s=1.0,
+                wasm_cache=Path(tempfile.gettempdir()) / "qflow-sim-wasm",
+            )
+            skew = self.profile.skew_ms
+            node.skew_ns = clocks.randint(-skew, skew) * 1_000_000
+            self.nodes.append(node)
+        self.by_peer = {node.peer: node for node in self.nodes}
+        self.checker = Checker()
+        self.faults = schedule(self.profile, config.nodes, self.rng("faults"))
+        self.fault_counts: Counter[str] = Counter()
+        self.submitted: list[Submitted] = []
+        self.held_down: set[str] = set()  # killed launchers: down until the heal
+        self._partition = 0
+        self._recent: deque[tuple[str, bytes, str]] = deque(maxlen=256)
+        self.net.on_publish = self._recent.append
+        self._nursery: trio.Nursery | None = None
+        self.ended_at = 0.0
+
+    def rng(self, purpose: str) -> random.Random:
+        return _stream(self.config.seed, purpose)
+
+    # -- the run ---------------------------------------------------------------------------
+
+    async def main(self) -> None:
+        quiet = self.profile.quiet_at_s
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self.net.run)
+            for node in self.nodes:
+                nursery.start_soon(self._life, node)
+            nursery.start_soon(self._inject_faults)
+            nursery.start_soon(self._workload)
+            nursery.start_soon(self._sample)
+            await trio.sleep_until(quiet)
+            self._check_killed_launchers()
+            await self._heal()
+            deadline = quiet + self.profile.settle_s
+            while trio.current_time() < deadline:
+                if self.checker.settled(self.nodes, self._tracked()):
+                    break
+                await trio.sleep(SETTLE_POLL_S)
+            self.ended_at = trio.current_time()
+            self.trace.add("sim", "final_check")
+            self.checker.final(self.nodes, self._tracked())
+            nursery.cancel_scope.cancel()
+
+    def _tracked(self) -> list[CID]:
+        """Executions the invariants follow: every accepted submission, and one whose
+        API call was cut short by a crash if any node knows it."""
+        tracked = []
+        for sub in self.submitted:
+            if sub.accepted or (
+                sub.accepted is None
+                and any(n.services and n.services.ledger.heads(sub.exec) for n in self.nodes)
+            ):
+                tracked.append(sub.exec)
+        return tracked
+
+    async def _life(self, node: SimNode) -> None:
+        try:
+            await node.run()
+        except Exception as exc:  # a node's bug: reported, and the run goes on without it
+            detail = "".join(traceback.format_exception(exc)[-6:])
+            self.checker.violate("hygiene", f"{node.name} died: {exc!r}\n{detail}")
+            self.trace.add(node.name, "died", error=repr(exc))
+
+    async def _sample(self) -> None:
+        while True:
+            await trio.sleep(SAMPLE_EVERY_S)
+            self.checker.sample(self.nodes)
+
+    # -- faults ----------------------------------------------------------------------------
+
+    async def _inject_faults(self) -> None:
+        rng = self.rng("fault-details")
+        for fault in self.faults:
+            await trio.sleep_until(fault.at)
+            self._apply(fault, rng)
+
+    def _apply(self, fault: Fault, rng: random.Random) -> None:
+        assert self._nursery is not None
+        node = self.nodes[fault.node] if fault.node >= 0 else None
+        if fault.kind == "crash" and node is not None:
+            if not node.up or node.peer in self.held_down:
+                return
+            self._count(fault.kind, node=node.name, until=round(fault.until, 3))
+            node.crash()
+            self._nursery.start_soon(self._restart_at, node, fault.until)
+        elif fault.kind == "partition":
+            self._partition += 1
+            groups = {n.peer: g for n, g in zip(self.nodes, fault.groups, strict=True)}
+            self.net.groups = groups
+            minority = [n.name for n, g in zip(self.nodes, fault.groups, strict=True) if g]
+            self._count(fault.kind, cut_off=minority, until=round(fault.until, 3))
+            self._nursery.start_soon(self._end_partition, self._partition, fault.until)
+        elif fault.kind == "slow" and node is not None:
+            self._count(fault.kind, node=node.name, extra_s=round(fault.extra_s, 3))
+            self._set_slow(node, fault.extra_s)
+            self._nursery.start_soon(self._end_slow, node, fault.until)
+        elif fault.kind in ("forge", "replay") and self._recent:
+            topic, data, origin = self._recent[rng.randrange(len(self._recent))]
+            if fault.kind == "forge":
+                spot = rng.randrange(len(data))
+                data = (
+                    data[:spot] + bytes([data[spot] ^ (1 << rng.randrange(8))]) + data[spot + 1 :]
+                )
+                self.net.forged.add(data)
+            self._count(fault.kind, topic=topic.rsplit("/", 1)[-1])
+            self.net.inject(origin, topic, data, delay=0.0)
+
+    def _count(self, kind: str, **fields: object) -> None:
+        self.fault_counts[kind] += 1
+        self.trace.add("sim", f"fault.{kind}", **fields)
+
+    def _set_slow(self, node: SimNode, extra_s: float) -> None:
+        node.slow_s = extra_s
+        end = self.net.endpoints.get(node.peer)
+        if end is not None:
+            end.slow_s = extra_s
+
+    async def _end_slow(self, node: SimNode, until: float) -> None:
+        await trio.sleep_until(until)
+        self._set_slow(node, 0.0)
+
+    async def _end_partition(self, which: int, until: float) -> None:
+        await trio.sleep_until(until)
+        if which == self._partition:
+            self.net.groups = {}
+            self.trace.add("sim", "fault.partition_healed")
+
+    async def _restart_at(self, node: SimNode, at: float) -> None:
+        await trio.sleep_until(at)
+        await self._restart(node)
+
+    async def _restart(self, node: SimNode) -> None:
+        assert self._nursery is not None
+        await node.stopped.wait()
+        if node.up or node.peer in self.held_down:
+            return
+        self.trace.add(node.name, "restart")
+        self._nursery.start_soon(self._life, node)
+
+    async def _heal(self) -> None:
+        self.trace.add("sim", "heal")
+        self.net.groups = {}
+        self.net.links = LinkModel(base_ms=self.profile.links.base_ms)
+        self.held_down.clear()
+        for node in self.nodes:
+            self._set_slow(node, 0.0)
+            if not node.up:
+                await self._restart(node)
+
+    def stuck(self, detail: str) -> None:
+        self.checker.violate("progress", detail)
+        self.trace.add("sim", "livelock", detail=detail)
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    def logged_error(self, node: str, event: str) -> None:
+        self.checker.violate("hygiene", f"{node} logged an error: {event}")
+
+    def _forged_accepted(self, peer: str, topic: str) -> None:
+        name = self.by_peer[peer].name if peer in self.by_peer else peer
+        self.checker.violate("signatures", f"{name} accepted a tampered message on {topic}")
+
+    # -- workload --------------------------------------------------------------------------
+
+    async def _workload(self) -> None:
+        assert self._nursery is not None
+        rng = self.rng("workload")
+        submitter = SigningKey(hashlib.sha256(f"{self.config.seed}/submitter".encode()).digest())
+        quiet = self.profile.quiet_at_s
+        count = rng.randint(*self.profile.flows)
+        kills = min(self.profile.launcher_kills, count)
+        plan = [(WARMUP_S + 1 + 2 * i, True) for i in range(kills)]
+        plan += [(rng.uniform(WARMUP_S, quiet * 0.7), False) for _ in range(count - kills)]
+        for at, kill in sorted(plan):
+            await trio.sleep_until(at)
+            kinds = [k for k in KINDS if k.short] if kill else list(KINDS)
+            kind = rng.choice(kinds)
+            up = [n for n in self.nodes if n.up]
+            if not up:
+                continue
+            node = rng.choice(up)
+            exec, blocks = submission(kind, rng, submitter, node.wall_ns() // 1_000_000)
+            sub = Submitted(exec, kind, at, node.name)
+            self.submitted.append(sub)
+            self.trace.add(node.name, "submit", exec=exec.encode()[-10:], flow=kind.name)
+            node.call(partial(self._submit, node, sub, blocks))
+            if kind.approvals:
+                self._nursery.start_soon(self._approve, sub, rng.uniform(2, 40), rng.random())
+            if kill:
+                self._nursery.start_soon(self._kill_launcher, sub, node)
+
+    async def _submit(self, node: SimNode, sub: Submitted, blocks: list) -> None:  # type: ignore[type-arg]
+        services = node.services
+        if services is None:
+            sub.accepted, sub.error = False, "node down"
+            return
+        try:
+            await services.execs.submit(sub.exec, blocks)
+        except SubmissionError as exc:
+            sub.accepted, sub.error = False, str(exc)
+            self.checker.violate("liveness", f"{node.name} refused a valid submission: {exc}")
+        else:
+            sub.accepted = True
+
+    async def _approve(self, sub: Submitted, after: float, dice: float) -> None:
+        await trio.sleep(after)
+        approver = 0 if dice < 0.5 else 1
+        action = "deny" if dice > 0.9 else "approve"
+        up = [
+            n
+            for n in self.nodes
+            if n.services is not None and sub.exec in n.services.execs.replicas
+        ]
+        if not up:
+            return
+        node = up[int(dice * 1000) % len(up)]
+        control = approval(
+            sub.exec, APPROVERS[approver], action, node.wall_ns() // 1_000_000, bytes(16)
+        )
+        sub.approvals.append((trio.current_time(), approver, action))
+        self.trace.add(node.name, "approve", exec=sub.exec.encode()[-10:], action=action)
+
+        async def give() -> None:
+            services = node.services
+            if services is None:
+                return
+            try:
+                await services.execs.publish_control(control)
+            except (ControlRefused, KeyError) as exc:
+                self.trace.add(node.name, "approve.refused", error=str(exc))
+
+        node.call(give)
+
+    async def _kill_launcher(self, sub: Submitted, launcher: SimNode) -> None:
+        # Once another node has the execution's first record, the launcher dies, and
+        # stays down until the heal: the flow must end without it.
+        others = [n for n in self.nodes if n is not launcher]
+        with trio.move_on_after(10):
+            while not any(n.services and n.services.ledger.heads(sub.exec) for n in others):  # noqa: ASYNC110 - other nodes' disks
+                await trio.sleep(0.02)
+            if launcher.up:
+                self.held_down.add(launcher.peer)
+                sub.launcher_killed = True
+                self._count("kill_launcher", node=launcher.name, exec=sub.exec.encode()[-10:])
+                launcher.crash()
+
+    def _check_killed_launchers(self) -> None:
+        for sub in self.submitted:
+            if not sub.launcher_killed:
+                continue
+            ended = any(
+                n.services is not None
+                and self.checker.status(n.services.ledger, sub.exec) in ("completed", "failed")
+                for n in self.nodes
+            )
+            if not ended:
+                self.checker.violate(
+                    "killed_launcher",
+                    f"{sub.kind.name} {sub.exec.encode()[-10:]} (launcher {sub.node} killed) "
+                    "has not ended on any survivor by the end of the faults",
+                )
+
+
+class Watchdog(trio.abc.Instrument):
+    """Virtual time moves only when every task waits: a task that keeps running without
+    ever waiting (a busy loop, harmless-looking under real time) stops the world's clock
+    for good. After `limit` task steps at one instant, the run is ended as a livelock,
+    naming the tasks that kept running."""
+
+    def __init__(self, on_stuck: Callable[[str], None], limit: int = 200_000) -> None:
+        self.on_stuck = on_stuck
+        self.limit = limit
+        self._at = -1.0
+        self._steps = 0
+        self._who: Counter[str] = Counter()
+        self.fired = False
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        now = trio.current_time()
+        if now != self._at:
+            self._at, self._steps = now, 0
+            self._who.clear()
+            return
+        self._steps += 1
+        if self._steps > self.limit // 2:
+            self._who[task.name] += 1
+        if self._steps > self.limit and not self.fired:
+            self.fired = True
+            busiest = ", ".join(f"{name} x{n}" for name, n in self._who.most_common(4))
+            self.on_stuck(f"virtual time stuck at {now:.3f}s: {busiest}")
+
+
+@contextmanager
+def deterministic(seed: int) -> Iterator[None]:
+    """Trio's scheduler in its deterministic mode, seeded; blocking calls inline; valid
+    signatures checked once per process (the virtual nodes share it)."""
+    import trio._core._run as trio_run
+
+    saved = trio_run._ALLOW_DETERMINISTIC_SCHEDULING
+    state = trio_run._r.getstate()
+    trio_run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
+    trio_run._r.seed(seed)
+    keys.remember_verified(_VERIFIED_KEPT)
+    try:
+        with offload.inline():
+            yield
+    finally:
+        keys.remember_verified(None)
+        trio_run._ALLOW_DETERMINISTIC_SCHEDULING = saved  # type: ignore[misc]
+        trio_run._r.setstate(state)
+
+
+def run(config: RunConfig, trace_file: TextIO | None = None) -> RunResult:
+    """Run one seed to the end; never raises for what the nodes do (that is a violation)."""
+    started = time.perf_counter()
+    trace = Trace(trace_file)
+    base = _SHM if _SHM.is_dir() else None
+    with tempfile.TemporaryDirectory(prefix="qflow-sim-", dir=base) as root:
+        world = World(config, Path(root), trace)
+        with capturing_logs(trace, world.logged_error), deterministic(config.seed):
+            trio.run(
+                world.main,
+                clock=trio.testing.MockClock(autojump_threshold=0),
+                instruments=[Watchdog(world.stuck)],
+            )
+    tracked = world._tracked()
+    ended = sum(1 for exec in tracked if world.checker.ended.get(exec, False))
+    return RunResult(
+        config=config,
+        violations=world.checker.violations,
+        sim_s=world.ended_at,
+        events=trace.count,
+        faults=world.fault_counts,
+        flows=len(tracked),
+        flows_ended=ended,
+        duplicate_records=world.checker.duplicate_records,
+        digest=trace.digest(),
+        net=world.net.stats,
+        wall_s=time.perf_counter() - started,
+        tail=trace.tail() if world.checker.violations else [],
+    )
