@@ -1,0 +1,25 @@
+"""Seeds that exposed real bugs when the simulator first ran them (docs/testing.md,
+"Bugs it found"). Seeds drift as the code changes, so each bug also has a scripted test
+(`test_mono_clock.py`, `tests/ledger/test_merge_needs_content.py`); these keep the
+original runs green."""
+
+from __future__ import annotations
+
+import pytest
+
+from qflow_node.sim.world import RunConfig, run
+
+FOUND = [
+    # the scheduler's busy loop on a truncated millisecond (a livelock in virtual time),
+    # then a node killed by a record announced twice in one `records` envelope
+    RunConfig(seed=2, nodes=10, profile="moderate"),
+    # records merged without their payload; a submission held without its inputs
+    RunConfig(seed=3, nodes=10, profile="hostile"),
+]
+
+
+@pytest.mark.parametrize("config", FOUND, ids=lambda c: f"seed{c.seed}-{c.profile}")
+def test_a_seed_that_found_a_bug_keeps_every_invariant(config: RunConfig) -> None:
+    result = run(config)
+    assert result.ok, "\n".join(str(v) for v in result.violations)
+    assert result.flows_ended == result.flows > 0
