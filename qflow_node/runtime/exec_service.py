@@ -54,7 +54,7 @@ from qflow_node.core.control import control_event, refusal
 from qflow_node.core.engine import events as ev
 from qflow_node.core.engine.writing import action_event, event_blocks
 from qflow_node.core.envelopes import Verified, seal_envelope
-from qflow_node.core.ledger import Reason, Record, VerifyReport
+from qflow_node.core.ledger import Record, VerifyReport
 from qflow_node.core.membership import PeerState, Requirement, eligible, states
 from qflow_node.core.scheduling import (
     FINISH,
@@ -85,7 +85,7 @@ from qflow_node.runtime.batcher import Batcher
 from qflow_node.runtime.executors import StepOutcome
 from qflow_node.runtime.local import LocalRunner
 from qflow_node.runtime.membership_service import MembershipService
-from qflow_node.runtime.merging import fetch_and_merge
+from qflow_node.runtime.merging import fetch_and_merge, missing_block
 from qflow_node.runtime.replica import (
     Replica,
     ReplicaError,
@@ -431,7 +431,8 @@ class ExecService:
         if inline:
             taken = await offload.run_sync(self._take_inline, inline)
             for body, outcome in zip(inline, taken, strict=True):
-                if _missing_block(outcome):  # carried without all it links to: fetched
+                # Carried without all it links to (a re-announcement): fetched first.
+                if not isinstance(outcome, Exception) and missing_block(outcome[1]):
                     fetch.append(body)
                 else:
                     await self._merged(body, sender, outcome)
@@ -1512,13 +1513,6 @@ def _ending_after(replica: Replica, event: eng.Event) -> eng.Event | None:
         if isinstance(action, eng.CompleteExecution | eng.FailExecution)
     ]
     return action_event(ends[0], now) if len(ends) == 1 else None
-
-
-def _missing_block(outcome: tuple[Record, VerifyReport] | Exception) -> bool:
-    if isinstance(outcome, Exception):
-        return False
-    failure = outcome[1].failure
-    return failure is not None and failure.reason == Reason.MISSING_BLOCK
 
 
 def _by_subnet(items: Sequence[tuple[str, T]]) -> dict[str, list[T]]:

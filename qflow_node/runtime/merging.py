@@ -33,7 +33,11 @@ async def fetch_and_merge(
             heads, peers=peers, within=within, skip_present=trust_present
         )
         report = await offload.run_sync(ledger.merge, exec, heads)
-        failure = report.failure
-        if failure is None or failure.reason != Reason.MISSING_BLOCK or not trust_present:
+        if not (trust_present and missing_block(report)):
             break
     return report, fetched
+
+
+def missing_block(report: VerifyReport) -> bool:
+    """Whether a merge was refused only for a block this node lacks (fetch, then retry)."""
+    return report.failure is not None and report.failure.reason == Reason.MISSING_BLOCK

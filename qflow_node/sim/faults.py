@@ -148,8 +148,12 @@ def schedule(profile: Profile, nodes: int, rng: random.Random) -> list[Fault]:
             )
         )
     span_min = (quiet - start) / 60
-    for kind, per_min in (("forge", profile.forged_per_min), ("replay", profile.replayed_per_min)):
+    messages: tuple[tuple[FaultKind, float], ...] = (
+        ("forge", profile.forged_per_min),
+        ("replay", profile.replayed_per_min),
+    )
+    for kind, per_min in messages:
         for _ in range(round(per_min * span_min)):
-            faults.append(Fault(rng.uniform(start, quiet), kind))  # type: ignore[arg-type]
+            faults.append(Fault(rng.uniform(start, quiet), kind))
     faults.sort(key=lambda f: (f.at, f.kind, f.node))
     return faults

@@ -25,7 +25,6 @@ import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
 
 import trio
 
@@ -387,12 +386,3 @@ class SimExchange:
 
     def block_added(self, cid: CID, data: bytes) -> None:
         pass  # wants are answered from the stores directly
-
-
-def describe(value: Any) -> str:
-    """A short name for traces: CIDs and peer ids by their last characters."""
-    if isinstance(value, CID):
-        return value.encode()[-8:]
-    if isinstance(value, str) and len(value) > 20:
-        return value[-6:]
-    return repr(value)

@@ -7,6 +7,7 @@ them and the trace of the events before the first violation.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import time
@@ -96,10 +97,6 @@ class Summary:
         return out
 
 
-def _run_one(config: RunConfig) -> RunResult:
-    return run(config)
-
-
 def sweep(
     configs: Sequence[RunConfig],
     jobs: int = 1,
@@ -108,22 +105,18 @@ def sweep(
     """Run every config (in `jobs` worker processes), in any order; the summary."""
     summary = Summary()
     started = time.perf_counter()
-    results: Iterable[RunResult]
-    if jobs <= 1:
-        results = (run(config) for config in configs)
+    with contextlib.ExitStack() as stack:
+        results: Iterable[RunResult] = map(run, configs)
+        if jobs > 1:
+            # Fresh interpreters: a forked copy of a process that ran trio (pytest's,
+            # say) would inherit its state; spawned workers start clean.
+            context = multiprocessing.get_context("spawn")
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=jobs, mp_context=context))
+            results = pool.map(run, configs, chunksize=4)
         for result in results:
             summary.add(result)
             if on_result is not None:
                 on_result(result)
-    else:
-        # Fresh interpreters: a forked copy of a process that ran trio (pytest's, say)
-        # would inherit its state; spawned workers start clean.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            for result in pool.map(_run_one, configs, chunksize=4):
-                summary.add(result)
-                if on_result is not None:
-                    on_result(result)
     summary.wall_s = time.perf_counter() - started
     return summary
 

@@ -28,7 +28,7 @@ import trio
 import trio.testing
 
 from qflow_node import offload
-from qflow_node.codec import CID
+from qflow_node.codec import CID, Block
 from qflow_node.core.submission import SubmissionError
 from qflow_node.identity import SigningKey, keys
 from qflow_node.runtime.exec_service import ControlRefused, ExecSettings
@@ -144,15 +144,15 @@ class World:
             await self._heal()
             deadline = quiet + self.profile.settle_s
             while trio.current_time() < deadline:
-                if self.checker.settled(self.nodes, self._tracked()):
+                if self.checker.settled(self.nodes, self.tracked()):
                     break
                 await trio.sleep(SETTLE_POLL_S)
             self.ended_at = trio.current_time()
             self.trace.add("sim", "final_check")
-            self.checker.final(self.nodes, self._tracked())
+            self.checker.final(self.nodes, self.tracked())
             nursery.cancel_scope.cancel()
 
-    def _tracked(self) -> list[CID]:
+    def tracked(self) -> list[CID]:
         """Executions the invariants follow: every accepted submission, and one whose
         API call was cut short by a crash if any node knows it."""
         tracked = []
@@ -300,7 +300,7 @@ class World:
             if kill:
                 self._nursery.start_soon(self._kill_launcher, sub, node)
 
-    async def _submit(self, node: SimNode, sub: Submitted, blocks: list) -> None:  # type: ignore[type-arg]
+    async def _submit(self, node: SimNode, sub: Submitted, blocks: list[Block]) -> None:
         services = node.services
         if services is None:
             sub.accepted, sub.error = False, "node down"
@@ -409,7 +409,7 @@ def deterministic(seed: int) -> Iterator[None]:
 
     saved = trio_run._ALLOW_DETERMINISTIC_SCHEDULING
     state = trio_run._r.getstate()
-    trio_run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
+    trio_run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]  # Final in trio; Hypothesis sets it too
     trio_run._r.seed(seed)
     keys.remember_verified(_VERIFIED_KEPT)
     try:
@@ -417,7 +417,7 @@ def deterministic(seed: int) -> Iterator[None]:
             yield
     finally:
         keys.remember_verified(None)
-        trio_run._ALLOW_DETERMINISTIC_SCHEDULING = saved  # type: ignore[misc]
+        trio_run._ALLOW_DETERMINISTIC_SCHEDULING = saved  # type: ignore[misc]  # as above
         trio_run._r.setstate(state)
 
 
@@ -434,7 +434,7 @@ def run(config: RunConfig, trace_file: TextIO | None = None) -> RunResult:
                 clock=trio.testing.MockClock(autojump_threshold=0),
                 instruments=[Watchdog(world.stuck)],
             )
-    tracked = world._tracked()
+    tracked = world.tracked()
     ended = sum(1 for exec in tracked if world.checker.ended.get(exec, False))
     return RunResult(
         config=config,
