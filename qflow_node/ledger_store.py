@@ -90,6 +90,8 @@ from qflow_node.store import BlockNotFoundError, BlockStore, CorruptBlockError
 JOURNAL: Final = "heads.log"  # ledger/heads.log, the heads journal
 LOCK_FILE: Final = "heads.lock"  # held by a writer of the journal while it appends
 HEADS_DIR: Final = "heads"  # ledger/heads/<exec>.cbor: the heads files of older repos
+# ledger/accepted/<exec>: submissions this node accepted and has no record of yet
+ACCEPTED_DIR: Final = "accepted"
 HEADS_SUFFIX: Final = ".cbor"
 COMPACT_MIN_BYTES = 1 << 20  # a journal is rewritten only once larger than this...
 COMPACT_RATIO = 4  # ... and than this many times the size of its live entries
@@ -175,6 +177,7 @@ class LedgerStore:
         self.lookup = store_lookup(store)
         self._journal = paths.ledger / JOURNAL
         self._legacy_dir = paths.ledger / HEADS_DIR
+        self._accepted_dir = paths.ledger / ACCEPTED_DIR
         self._lock = threading.RLock()  # re-entered by the appends and merges of a `batch`
         # Heads written inside a `batch`, by the thread running it: durable together at
         # its end. Only that thread sees them before (`heads`).
@@ -230,6 +233,32 @@ class LedgerStore:
         merge of them changes nothing). From memory, no I/O: safe on the trio thread.
         False means "not known", not "not held"."""
         return self._known.holds(exec, heads)
+
+    def accept(self, exec: CID) -> None:
+        """Note durably that this node accepted the submission `exec`: until a record of
+        it exists (the start record may be a while coming), a crash must not forget it.
+        See `accepted`."""
+        self._accepted_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(self._accepted_dir / exec.encode(), b"")
+
+    def accepted(self) -> list[CID]:
+        """Accepted submissions with no record yet (to open again after a restart);
+        the marks of those that have records are dropped."""
+        try:
+            names = sorted(p.name for p in self._accepted_dir.iterdir())
+        except FileNotFoundError:
+            return []
+        waiting = []
+        for name in names:
+            try:
+                exec = parse_cid(name)
+            except ValueError:
+                continue  # a temp file of an interrupted `accept`, or not ours
+            if self.heads(exec):
+                (self._accepted_dir / name).unlink(missing_ok=True)
+            else:
+                waiting.append(exec)
+        return waiting
 
     def executions(self) -> list[CID]:
         """Executions with heads, sorted by CID string."""

@@ -206,7 +206,7 @@ class ExecService:
         # every claim or record heard costs O(executions) per message. Decided are the
         # executions poked since, those whose own time to look came (a heap of
         # (monotonic ms, exec), stale entries skipped), and all of them once per sweep.
-        self._dirty: set[CID] = set()
+        self._dirty: dict[CID, None] = {}  # a dict: looked at in the order they changed
         self._looks: list[tuple[int, bytes, CID]] = []  # CIDs do not order: their bytes do
         self._look_at: dict[CID, int] = {}
         self._sweep_at = 0
@@ -230,9 +230,10 @@ class ExecService:
         self.resumed = trio.Event()  # unfinished executions re-opened after a (re)start
         self._nursery: trio.Nursery | None = None
         self.completed_slots = 0  # slots this node committed (status, tests)
-        # Finished executions: a late record or re-announcement merges into the ledger
-        # but must not open a replica again (bounded; the ledger says so anyway).
-        self._done: OrderedDict[CID, None] = OrderedDict()
+        # Finished executions, with their heads then: a late record or re-announcement
+        # merges into the ledger but opens no replica again, unless it brought records
+        # the end was not folded from (`_ended_with`). Bounded; the ledger says so anyway.
+        self._done: OrderedDict[CID, tuple[CID, ...]] = OrderedDict()
         # Refused submissions (docs/protocol.md, "Rejections"): why, per execution, as
         # this node found or heard it (the newest rej.MAX_KEPT); when it last sent or
         # heard a rejection of each; and a rate limit on the ones it publishes, so a
@@ -253,9 +254,11 @@ class ExecService:
                 nursery.start_soon(self.channel.run)
             for batcher in (self._claims, self._builds, self._announcements, self._commits):
                 nursery.start_soon(batcher.run)
-            resumed = await offload.run_sync(self._resume)
+            opened = await offload.run_sync(self._resume)
             hold_until = mono_ms() + self.settings.resume_hold_ms
-            for replica in resumed:
+            for replica in [r for r in opened if r.finished][-_DONE_KEPT:]:
+                self._done[replica.exec] = replica.heads  # a question about them: done
+            for replica in [r for r in opened if not r.finished]:
                 replica.hold_until = hold_until
                 replica.own_heads = "unchecked"
                 self.replicas[replica.exec] = replica
@@ -313,7 +316,7 @@ class ExecService:
         if exec is None:
             self._sweep_at = 0
         else:
-            self._dirty.add(exec)
+            self._dirty[exec] = None
         self._wake.set()
 
     async def submit(self, exec: CID, blocks: Sequence[Block]) -> bool:
@@ -322,6 +325,8 @@ class ExecService:
         submission = self._verified_submission(exec)
         new = exec not in self.replicas
         await self._open(submission)
+        if not self.ledger.heads(exec):  # accepted means kept, crash or not, until started
+            await offload.run_sync(self.ledger.accept, exec)
         inline = inline_blocks(blocks)
         body = SubmissionBody(exec=exec, blocks=inline)
         await self._publish(submission.subnet, "flows", body)
@@ -463,7 +468,7 @@ class ExecService:
                 error=report.failure.message,
             )
             return
-        if record.exec not in self.replicas and record.exec not in self._done:
+        if record.exec not in self.replicas and not self._ended_with(record.exec):
             await self._open_from_ledger(record.exec, [sender])
         self._refresh(record.exec)
 
@@ -577,9 +582,11 @@ class ExecService:
             _log().info("exec.not_opened", exec=exec.encode(), error=str(exc))
 
     def _resume(self) -> list[Replica]:
-        """The unfinished executions this node has a ledger of (runs in a worker thread)."""
+        """Replicas of the executions this node has a ledger of (finished ones too: they
+        are remembered as done), or accepted and has no record of yet (runs in a worker
+        thread)."""
         found = []
-        for exec in self.ledger.executions():
+        for exec in [*self.ledger.executions(), *self.ledger.accepted()]:
             try:
                 submission = self._verified_submission(exec)
             except SubmissionError:
@@ -591,8 +598,7 @@ class ExecService:
             except ReplicaError as exc:
                 _log().warning("exec.not_resumed", exec=exec.encode(), error=str(exc))
                 continue
-            if not replica.finished:
-                found.append(replica)
+            found.append(replica)
         return found
 
     def _refresh(self, exec: CID) -> None:
@@ -620,8 +626,19 @@ class ExecService:
         into the replica, or open one for an execution first heard of this way."""
         if exec in self.replicas:
             self._refresh(exec)
-        elif exec not in self._done and self._nursery is not None:
+        elif not self._ended_with(exec) and self._nursery is not None:
             self._nursery.start_soon(self._ingest, self._open_from_ledger(exec))
+
+    def _ended_with(self, exec: CID) -> bool:
+        """Whether `exec` ended here and its ledger holds nothing newer than what that
+        end was folded from. A branch written on the other side of a partition can
+        merge after the end, and the records together may say otherwise (the earliest
+        of concurrent starts counts): such an execution is opened and folded again."""
+        heads = self._done.get(exec)
+        if heads is None or set(self.ledger.heads(exec)) == set(heads):
+            return heads is not None
+        del self._done[exec]
+        return False
 
     # -- scheduling ---------------------------------------------------------------------------
 
@@ -631,15 +648,17 @@ class ExecService:
         now = mono_ms()
         wall = wall_ms()
         if now >= self._sweep_at:
-            candidates = set(self.replicas)
+            # In a stable order (dicts, not sets: a set of CIDs iterates in an order
+            # PYTHONHASHSEED picks, and the simulator's runs must replay exactly).
+            candidates = dict.fromkeys(self.replicas)
             self._sweep_at = now + _IDLE_LOOK_MS
         else:
             candidates = self._dirty
             while self._looks and self._looks[0][0] <= now:
                 at, _, exec = heapq.heappop(self._looks)
                 if self._look_at.get(exec) == at:
-                    candidates.add(exec)
-        self._dirty = set()
+                    candidates[exec] = None
+        self._dirty = {}
         live, members = self._membership(now)
         for exec in candidates:
             self._look(exec, now, wall, live, members)
@@ -671,12 +690,11 @@ class ExecService:
 
     def _forget(self, exec: CID) -> None:
         """A finished execution: no replica, no claims; remembered as done."""
-        del self.replicas[exec]
+        self._done[exec] = self.replicas.pop(exec).heads
         self._look_at.pop(exec, None)
         self._starved.pop(exec, None)
         self._starved_late.pop(exec, None)
         self.book.forget(exec)
-        self._done[exec] = None
         while len(self._done) > _DONE_KEPT:
             self._done.popitem(last=False)
 
@@ -1037,6 +1055,12 @@ class ExecService:
             # A record merged meanwhile changed how the execution ends (a control):
             # ours alone, and the end is left to its own slot.
             record, blocks = first, blocks[: blocks.index(first) + 1]
+        if slot.name == START:
+            # The start record carries the submission's DAG where it fits: whoever merges
+            # the first record can run the flow even if the launcher dies before anyone
+            # fetched the flow and inputs from it (its submission gossip lost).
+            dag = await offload.run_sync(self.blocks.local_dag, replica.exec, MAX_INLINE)
+            blocks = [*blocks, *dag]
         self._writing.add(slot)
         try:
             await self._announce(replica.subnet, record, blocks)
@@ -1203,6 +1227,7 @@ class ExecService:
     async def _answer_slot(self, peer: str, request: bytes) -> bytes:
         """The answer to a slot question, to several (`{"slots": [...]}`, answered in
         order), or to "do you have this record?"."""
+        await self.resumed.wait()  # until then "not done" could be wrong (a restart)
         try:
             asked = decode_dag(request)
         except CodecError:

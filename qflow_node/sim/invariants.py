@@ -36,7 +36,7 @@ INVARIANTS: Final = {
     "killed_launcher": "a flow whose launcher was killed still ends on the survivors",
     "signatures": "no message fails its signature check yet gets through",
     "hygiene": "no node logs an error or dies of an exception",
-    "progress": "no task keeps running without ever waiting (virtual time must move)",
+    "progress": "virtual time moves (no busy loop) and the run ends (no endless wait)",
 }
 
 

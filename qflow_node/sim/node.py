@@ -84,13 +84,30 @@ class SimNode:
         self.services: Services | None = None  # None while down
         self.endpoint: Endpoint | None = None
         self.ready = trio.Event()
-        self._scope: trio.CancelScope | None = None
-        self.stopped = trio.Event()
+        self._scope = trio.CancelScope()
+        self.stopped = trio.Event()  # set while no incarnation runs
         self.stopped.set()
 
     @property
     def up(self) -> bool:
         return self.services is not None
+
+    @property
+    def running(self) -> bool:
+        """An incarnation is booting, serving or unwinding from a crash."""
+        return not self.stopped.is_set()
+
+    @property
+    def crashing(self) -> bool:
+        return self.running and self._scope.cancel_called
+
+    def start(self, nursery: trio.Nursery, life: Callable[[SimNode], Awaitable[None]]) -> None:
+        """Boot a new incarnation in `nursery` (`life` wraps `run`). Running and
+        crashable from now on, booting included: the scope exists before the task."""
+        assert not self.running, f"{self.name} is already running"
+        self._scope = trio.CancelScope()
+        self.stopped = trio.Event()
+        nursery.start_soon(life, self)
 
     def wall_ns(self) -> int:
         return EPOCH_NS + int(trio.current_time() * 1e9) + self.skew_ns
@@ -109,14 +126,12 @@ class SimNode:
         end = self.net.endpoints.get(self.peer)
         if end is not None:
             end.alive = False
-        if self._scope is not None:
-            self._scope.cancel()
+        self._scope.cancel()
 
     async def run(self) -> None:
         """One incarnation, from boot until `crash`."""
         self.incarnation += 1
         self.ready = trio.Event()
-        self.stopped = trio.Event()
         structlog.contextvars.bind_contextvars(sim_node=self.name)
         store = FileBlockStore(self.paths.blocks)
         end = Endpoint(self.peer, self.incarnation, store, slow_s=self.slow_s)
@@ -125,10 +140,9 @@ class SimNode:
         try:
             with (
                 clock.wall_clock_from(self.wall_ns),
-                trio.CancelScope() as scope,
+                self._scope,
                 Sandbox(store, cache_dir=self.wasm_cache) as sandbox,
             ):
-                self._scope = scope
                 await self._serve(store, end, sandbox)
         finally:
             end.alive = False

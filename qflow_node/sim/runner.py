@@ -59,6 +59,7 @@ class Summary:
     faults: Counter[str] = field(default_factory=Counter)
     violations: Counter[str] = field(default_factory=Counter)
     failed: list[RunResult] = field(default_factory=list)
+    slowest: list[RunResult] = field(default_factory=list)  # by wall time, at most 3
 
     def add(self, result: RunResult) -> None:
         self.runs += 1
@@ -71,6 +72,7 @@ class Summary:
         self.violations.update(v.invariant for v in result.violations)
         if not result.ok:
             self.failed.append(result)
+        self.slowest = sorted([*self.slowest, result], key=lambda r: -r.wall_s)[:3]
 
     def lines(self, shown: int = 3) -> list[str]:
         out = [
@@ -83,6 +85,12 @@ class Summary:
             f"invariant violations: {sum(self.violations.values())}"
             + (" (" + ", ".join(f"{k} {n}" for k, n in sorted(self.violations.items())) + ")")
             * bool(self.violations),
+            "slowest: "
+            + ", ".join(
+                f"seed {r.config.seed} ({r.config.nodes} nodes, {r.config.profile}) "
+                f"{r.wall_s:.1f} s"
+                for r in self.slowest
+            ),
         ]
         for result in self.failed[:shown]:
             out.append("")

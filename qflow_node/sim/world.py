@@ -42,6 +42,9 @@ from qflow_node.sim.workload import APPROVERS, KINDS, Submitted, approval, submi
 
 SAMPLE_EVERY_S: Final = 2.0
 SETTLE_POLL_S: Final = 1.0
+# How long, after the faults end, the flows of killed launchers have to end on the
+# survivors (their launchers still down): a few leases and retries' worth.
+LAUNCHER_GRACE_S: Final = 60.0
 _SHM: Final = Path("/dev/shm")
 _VERIFIED_KEPT: Final = 200_000
 
@@ -135,22 +138,37 @@ class World:
             self._nursery = nursery
             nursery.start_soon(self.net.run)
             for node in self.nodes:
-                nursery.start_soon(self._life, node)
+                node.start(nursery, self._life)
             nursery.start_soon(self._inject_faults)
             nursery.start_soon(self._workload)
             nursery.start_soon(self._sample)
             await trio.sleep_until(quiet)
-            self._check_killed_launchers()
-            await self._heal()
             deadline = quiet + self.profile.settle_s
-            while trio.current_time() < deadline:
-                if self.checker.settled(self.nodes, self.tracked()):
-                    break
-                await trio.sleep(SETTLE_POLL_S)
+            # A wait of the world's own that never ends would otherwise run (in virtual
+            # time) forever: bounded, and a violation.
+            with trio.move_on_at(deadline + SETTLE_POLL_S) as bounded:
+                await self._end_faults_and_settle(deadline)
+            if bounded.cancelled_caught:
+                self.checker.violate("progress", "the world's settling did not end by its deadline")
             self.ended_at = trio.current_time()
             self.trace.add("sim", "final_check")
             self.checker.final(self.nodes, self.tracked())
             nursery.cancel_scope.cancel()
+
+    async def _end_faults_and_settle(self, deadline: float) -> None:
+        # The faults end, except that killed launchers stay down: their flows must end on
+        # the survivors alone. Then the launchers come back and everything settles.
+        await self._heal()
+        with trio.move_on_after(LAUNCHER_GRACE_S):
+            while self._unended_killed_launchers():  # noqa: ASYNC110 - the nodes' ledgers
+                await trio.sleep(SETTLE_POLL_S)
+        self._check_killed_launchers()
+        self.held_down.clear()
+        await self._heal()
+        while trio.current_time() < deadline:
+            if self.checker.settled(self.nodes, self.tracked()):
+                return
+            await trio.sleep(SETTLE_POLL_S)
 
     def tracked(self) -> list[CID]:
         """Executions the invariants follow: every accepted submission, and one whose
@@ -242,17 +260,18 @@ class World:
 
     async def _restart(self, node: SimNode) -> None:
         assert self._nursery is not None
-        await node.stopped.wait()
-        if node.up or node.peer in self.held_down:
-            return
+        if node.running and not node.crashing:
+            return  # up, or booting
+        await node.stopped.wait()  # a crashed incarnation unwinds first
+        if node.running or node.peer in self.held_down:
+            return  # another restart was quicker, or the node is kept down
         self.trace.add(node.name, "restart")
-        self._nursery.start_soon(self._life, node)
+        node.start(self._nursery, self._life)
 
     async def _heal(self) -> None:
         self.trace.add("sim", "heal")
         self.net.groups = {}
         self.net.links = LinkModel(base_ms=self.profile.links.base_ms)
-        self.held_down.clear()
         for node in self.nodes:
             self._set_slow(node, 0.0)
             if not node.up:
@@ -355,21 +374,26 @@ class World:
                 self._count("kill_launcher", node=launcher.name, exec=sub.exec.encode()[-10:])
                 launcher.crash()
 
-    def _check_killed_launchers(self) -> None:
-        for sub in self.submitted:
-            if not sub.launcher_killed:
-                continue
-            ended = any(
+    def _unended_killed_launchers(self) -> list[Submitted]:
+        def ended(sub: Submitted) -> bool:
+            return any(
                 n.services is not None
                 and self.checker.status(n.services.ledger, sub.exec) in ("completed", "failed")
                 for n in self.nodes
             )
-            if not ended:
-                self.checker.violate(
-                    "killed_launcher",
-                    f"{sub.kind.name} {sub.exec.encode()[-10:]} (launcher {sub.node} killed) "
-                    "has not ended on any survivor by the end of the faults",
-                )
+
+        return [sub for sub in self.submitted if sub.launcher_killed and not ended(sub)]
+
+    def _check_killed_launchers(self) -> None:
+        if not any(n.up for n in self.nodes if n.peer not in self.held_down):
+            return  # every node was a killed launcher: no survivor to hold to account
+        for sub in self._unended_killed_launchers():
+            self.checker.violate(
+                "killed_launcher",
+                f"{sub.kind.name} {sub.exec.encode()[-10:]} (launcher {sub.node} killed) "
+                f"has not ended on any survivor {LAUNCHER_GRACE_S:.0f} s after the faults "
+                "stopped, its launcher still down",
+            )
 
 
 class Watchdog(trio.abc.Instrument):

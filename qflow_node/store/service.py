@@ -15,6 +15,7 @@ Disk calls run in a worker thread; the exchange is async (see qflow_node.net.bit
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -149,6 +150,22 @@ class BlockService:
                     raise StoreError(f"block {cid.encode()} does not decode: {exc}") from None
             level = next_level
         return report
+
+    def local_dag(self, root: CID, limit: int) -> list[Block]:
+        """Up to `limit` blocks of the DAG under `root` that are stored here, breadth
+        first from the root (blocking: a worker thread's)."""
+        found: list[Block] = []
+        seen = {root}
+        level = [root]
+        while level and len(found) < limit:
+            following: list[CID] = []
+            for cid, data in self._local_many(level).items():
+                found.append(Block(cid, data))
+                with contextlib.suppress(CodecError, DagPbError):  # a leaf, then
+                    following += [c for c in block_links(cid, data) if c not in seen]
+                seen.update(following)
+            level = following
+        return found[:limit]
 
     async def cat(
         self, cid: CID, *, peers: Sequence[str] | None = None, within: float | None = None

@@ -265,6 +265,28 @@ def test_an_expression_error_is_not_retried() -> None:
     assert sim.state.error == {"kind": "expression", "message": "inputs.missing: 'missing'"}
 
 
+def test_of_concurrent_starts_of_a_timer_the_earliest_counts_in_any_order() -> None:
+    """Regression (found by the simulator, seed 3084/3/hostile): two nodes started `nap`
+    on two sides of a partition; replayed after the later start, the earlier branch's
+    timer was "not due" and the merged execution hung with `nap` open for good."""
+    ir = flow("""
+name: timed
+steps:
+  - {id: nap, sleep: 2s}
+""")
+    begun = ok(apply(initial(ir, "e"), started({}, ts=0)))
+    early, late = (Event("step.started", "nap", 1, ts) for ts in (100, 80_000))
+    fired = Event("timer.fired", "nap", 1, 2100, {"due": 2100})
+    in_order = ok(apply(begun, early))
+    refused = apply(in_order, late)  # a later start than the one applied is refused (the
+    assert isinstance(refused, Rejection)  # fold skips it, and nobody writes one)
+    out_of_order = ok(apply(ok(apply(begun, late)), early))  # the earlier one counts
+    for state in (in_order, out_of_order):
+        assert state.instances["nap"].ts == 100
+        assert next_actions(state, 500) == [Wake(2100)]
+        assert ok(apply(state, fired)).instances["nap"].status == "completed"
+
+
 def test_timers_sleep_and_wait_for_timeout() -> None:
     ir = flow("""
 name: timed

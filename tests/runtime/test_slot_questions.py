@@ -1,6 +1,7 @@
 """How a node answers the slot question a claimer asks before writing a record
 (docs/protocol.md, "Confirming before a commit"), on a real execution service; and how
-it batches claims, questions and received records (docs/protocol.md, "Batches").
+it batches claims, questions and received records (docs/protocol.md, "Batches"); and
+that it opens an execution heard of by its records only with the submission's whole DAG.
 
 Two nodes that both claimed a slot each ask the other; what closes the race is that
 (1) a question counts as the asker's claim in the answerer's claim book, so the
@@ -11,6 +12,7 @@ later yields. Without (1) or (2) both could write.
 
 from __future__ import annotations
 
+import random
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,12 +20,13 @@ from pathlib import Path
 from typing import cast
 
 import trio
+from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
 from qflow_node.cli.init_cmd import init_repo
 from qflow_node.codec import dag_block, decode_dag, encode_dag, raw_block
 from qflow_node.codec.envelope_bodies import Claim as ClaimBody
-from qflow_node.codec.envelope_bodies import Claims, InlineBlock, RecordAnnouncement
+from qflow_node.codec.envelope_bodies import Claims, InlineBlock, RecordAnnouncement, Records
 from qflow_node.core.ledger.testing import (
     KEYS,
     OTHER_SUBMISSION,
@@ -36,6 +39,7 @@ from qflow_node.core.membership import MembershipConfig
 from qflow_node.core.scheduling import Slot, precedence
 from qflow_node.identity import SigningKey
 from qflow_node.ledger_store import LedgerStore, LedgerStoreError
+from qflow_node.net.bitswap import Bitswap, open_bitswap
 from qflow_node.net.gossip import open_gossip
 from qflow_node.net.host import build_host
 from qflow_node.net.reqresp import Direct
@@ -46,6 +50,7 @@ from qflow_node.runtime.local import LocalRunner
 from qflow_node.runtime.membership_service import MembershipService
 from qflow_node.runtime.replica import Replica as ReplicaState
 from qflow_node.sandbox import Sandbox
+from qflow_node.sim.workload import KINDS, submission
 from qflow_node.store import FileBlockStore
 from qflow_node.store.service import BlockService
 
@@ -54,7 +59,9 @@ CLAIMED = dag_block({"an": "execution"}).cid  # what a claim envelope may name
 
 
 @asynccontextmanager
-async def exec_service(settings: ExecSettings | None = None) -> AsyncIterator[ExecService]:
+async def exec_service(
+    settings: ExecSettings | None = None, subnet: str = "s"
+) -> AsyncIterator[ExecService]:
     """A node's execution service on a real host, repo, sandbox and gossip (not run:
     the questions are put to it directly)."""
     with tempfile.TemporaryDirectory(prefix="qs", dir="/tmp") as tmp:
@@ -66,19 +73,25 @@ async def exec_service(settings: ExecSettings | None = None) -> AsyncIterator[Ex
         loopback = [Multiaddr("/ip4/127.0.0.1/tcp/0")]
         host = build_host(key, loopback)
         with Sandbox(store) as sandbox, LocalRunner(store, ledger, sandbox, key) as runner:
-            async with host.run(listen_addrs=loopback), open_gossip(host) as gossip:
-                membership = MembershipService(key, gossip, ["s"], MembershipConfig())
-                yield ExecService(
+            async with (
+                host.run(listen_addrs=loopback),
+                open_gossip(host) as gossip,
+                open_bitswap(host, BlockService(store).local) as bitswap,
+            ):
+                membership = MembershipService(key, gossip, [subnet], MembershipConfig())
+                service = ExecService(
                     key,
                     gossip,
-                    BlockService(store),
+                    BlockService(store, bitswap),
                     ledger,
                     runner=runner,
                     membership=membership,
                     direct=Direct(host),
-                    subnets=["s"],
+                    subnets=[subnet],
                     settings=settings,
                 )
+                service.resumed.set()  # nothing to resume: questions are answered at once
+                yield service
 
 
 async def ask(service: ExecService, slot: Slot, asker: str) -> dict[str, object]:
@@ -217,6 +230,33 @@ async def test_records_announced_together_merge_in_one_trip_each_on_its_own() ->
             assert service.ledger.heads(exec) == (head,)  # ... the others merged
 
 
+async def test_a_record_announced_twice_in_one_flush_goes_out_once() -> None:
+    """Regression (found by the simulator, seed 2/10/moderate): a re-announcement of the
+    heads met the announcement of the record just written in one flush; the `records`
+    body refuses twins, so sealing it raised and the node died."""
+    world = World()
+    head = world.append(Replica(KEYS[0]))
+    twice = RecordAnnouncement(
+        record=head, blocks=(InlineBlock(head, world.blocks[head.cid_bytes]),)
+    )
+    other = dag_block({"another": "record"})
+    also = RecordAnnouncement(other.cid, (InlineBlock(other.cid, other.data),))
+    async with exec_service() as service:
+        published: list[object] = []
+        publish = service._publish
+
+        async def recording(subnet: str, kind: TopicKind, body: object) -> int:
+            published.append(body)
+            return await publish(subnet, kind, body)
+
+        service._publish = recording  # type: ignore[method-assign]  # the real one, recorded
+        await service._flush_announcements([("s", twice), ("s", also), ("s", twice)])
+        await service._flush_announcements([("s", twice), ("s", twice)])
+    both, alone = published
+    assert isinstance(both, Records) and [b.record for b in both.records] == [head, other.cid]
+    assert alone == twice
+
+
 async def test_a_question_asked_at_claim_time_is_answered_to_the_first_write() -> None:
     """`_Asked` holds the answer to the question a claimer asks as soon as it claims,
     for the slot's first write, which waits for it if it is still on its way."""
@@ -234,3 +274,39 @@ async def test_a_question_asked_at_claim_time_is_answered_to_the_first_write() -
         assert waited.cancelled_caught
         answered.set()
         assert await asked.answer() == "n2 claimed the slot too, and wins"
+
+
+async def test_an_execution_is_opened_only_with_its_submission_inputs() -> None:
+    """Regression (found by the simulator, seed 3/10/hostile): a re-announcement carries
+    the submission block alone; a node that took the present block to stand for its
+    whole DAG never fetched the flow and inputs, so it could never open the execution."""
+    exec, blocks = submission(KINDS[0], random.Random(7), SigningKey.generate(), ts_ms=1)
+    with tempfile.TemporaryDirectory(prefix="qs", dir="/tmp") as tmp:
+        holder = FileBlockStore(Path(tmp))  # a peer holding the whole submission
+        holder.put_many(blocks)
+        loopback = [Multiaddr("/ip4/127.0.0.1/tcp/0")]
+        host = build_host(SigningKey.generate(), loopback)
+        async with (
+            host.run(listen_addrs=loopback),
+            open_bitswap(host, BlockService(holder).local),
+            exec_service(subnet="default") as service,
+        ):
+            service.blocks.store.put_many(blocks[:1])  # the submission block, heard inline
+            exchange = service.blocks.exchange
+            assert isinstance(exchange, Bitswap)
+            await exchange.host.connect(info_from_p2p_addr(host.get_addrs()[0]))
+            with trio.fail_after(10):
+                await service._open_from_ledger(exec, peers=[host.get_id().to_base58()])
+            assert exec in service.replicas
+            assert all(service.blocks.store.has(b.cid) for b in blocks)
+
+
+async def test_a_submission_accepted_is_resumed_after_a_crash_before_its_start() -> None:
+    """Regression (found by the simulator, seed 3010/3/hostile): see
+    tests/ledger/test_accepted_marks.py; here through the service's own submit/resume."""
+    exec, blocks = submission(KINDS[0], random.Random(8), SigningKey.generate(), ts_ms=1)
+    async with exec_service(subnet="default") as service:
+        assert await service.submit(exec, blocks)
+        resumed = await trio.to_thread.run_sync(service._resume)  # what a restart opens
+        assert [replica.exec for replica in resumed] == [exec]
+        assert not resumed[0].started

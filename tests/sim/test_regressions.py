@@ -1,7 +1,6 @@
 """Seeds that exposed real bugs when the simulator first ran them (docs/testing.md,
 "Bugs it found"). Seeds drift as the code changes, so each bug also has a scripted test
-(`test_mono_clock.py`, `tests/ledger/test_merge_needs_content.py`); these keep the
-original runs green."""
+(docs/testing.md names them); these keep the original runs green."""
 
 from __future__ import annotations
 
@@ -15,6 +14,13 @@ FOUND = [
     RunConfig(seed=2, nodes=10, profile="moderate"),
     # records merged without their payload; a submission held without its inputs
     RunConfig(seed=3, nodes=10, profile="hostile"),
+    # an accepted submission forgotten by a crash before its start record
+    RunConfig(seed=3010, nodes=3, profile="hostile"),
+    # survivors holding records of a flow they could not run (its launcher killed)
+    RunConfig(seed=3036, nodes=3, profile="hostile"),
+    # concurrent starts of a timer folded to the later one; a restarted node answering
+    # "not done" for the slots of executions it had finished
+    RunConfig(seed=3084, nodes=3, profile="hostile"),
 ]
 
 

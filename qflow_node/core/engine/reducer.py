@@ -177,6 +177,17 @@ def _step_event(state: ExecState, event: Event, actions: list[StepAction]) -> Ex
     kind = event.kind
     name = event.step
     assert name is not None
+    started = state.instances.get(name)
+    if (
+        kind == ev.STEP_STARTED
+        and started is not None
+        and (started.status, started.attempt) == (STARTED, event.attempt)
+        and event.ts < started.ts
+    ):
+        # Two nodes started the attempt on two sides of a partition. Of concurrent
+        # starts the earliest counts, whatever the replay order: the branch that went on
+        # from it (its timer fired, its deadline ran) stays valid when the other merges.
+        return _set(state, name, started.evolve(ts=event.ts))
     for action in actions:
         if action.attempt != event.attempt and kind not in (
             ev.EVENT_RECEIVED,

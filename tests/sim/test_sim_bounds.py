@@ -1,0 +1,27 @@
+"""The simulator's own bounds: a run always ends, in virtual time, with a verdict."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from qflow_node.sim import world
+from qflow_node.sim.world import RunConfig, run
+
+
+def test_a_wait_that_never_ends_is_a_progress_violation(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def never(_self: world.World) -> None:
+        await trio.sleep_forever()
+
+    monkeypatch.setattr(world.World, "_heal", never)
+    result = run(RunConfig(seed=1, nodes=3, profile="gentle"))
+    assert [v.invariant for v in result.violations] == ["progress"]
+    assert "did not end by its deadline" in result.violations[0].detail
+
+
+def test_a_restart_and_the_heal_at_one_instant_do_not_hang_the_world() -> None:
+    """Regression: a crash ending at `quiet_at` restarts its node at the instant the heal
+    runs; the heal saw the booting node as down and waited for it to stop, forever (the
+    world ran on in virtual time; this is what made the CI seed set overrun)."""
+    result = run(RunConfig(seed=10, nodes=10, profile="hostile"))
+    assert result.ok, "\n".join(str(v) for v in result.violations)
