@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "ledger": "qflow_node.cli.ledger_cmd:ledger_group",
     "step": "qflow_node.cli.step_cmd:step_group",
     "cap": "qflow_node.cli.cap_cmd:cap_group",
+    "subnet": "qflow_node.cli.subnet_cmd:subnet_group",
     "flow": "qflow_node.cli.flow_cmd:flow_group",
     "run": "qflow_node.cli.run_cmd:run_command",
     "submit": "qflow_node.cli.submit_cmd:submit_command",

@@ -17,7 +17,15 @@ from pathlib import Path
 import click
 
 from qflow_node.sim.faults import PROFILES
-from qflow_node.sim.runner import CI_SEEDS, default_jobs, seed_set, soak_seeds, sweep
+from qflow_node.sim.runner import (
+    CI_SEEDS,
+    KNOWN_OPEN,
+    as_known,
+    default_jobs,
+    seed_set,
+    soak_seeds,
+    sweep,
+)
 from qflow_node.sim.world import RunConfig, RunResult, run
 
 _faults = click.option(
@@ -36,11 +44,15 @@ def _progress(result: RunResult) -> None:
     click.echo("." if result.ok else "F", nl=False, err=True)
 
 
-def _report(configs: list[RunConfig], jobs: int | None) -> None:
+def _report(configs: list[RunConfig], jobs: int | None, *, known_open: bool = False) -> None:
     summary = sweep(configs, jobs or default_jobs(), on_result=_progress)
     click.echo("", err=True)
     for line in summary.lines():
         click.echo(line)
+    if known_open and summary.failed and as_known(summary):
+        seeds = ", ".join(str(seed) for seed in sorted(KNOWN_OPEN))
+        click.echo(f"every failure is a known open bug (seeds {seeds}; docs/testing.md, Open)")
+        sys.exit(0)
     sys.exit(1 if summary.failed else 0)
 
 
@@ -91,8 +103,9 @@ def run_command(seed: int, nodes: int, profile: str, trace_path: Path | None) ->
 @main.command("ci")
 @_jobs
 def ci_command(jobs: int | None) -> None:
-    """The CI seed set (tests/sim/test_ci_seeds.py runs the same)."""
-    _report(list(CI_SEEDS), jobs)
+    """The CI seed set (tests/sim/test_ci_seeds.py runs the same); exit 0 if every
+    failure is a known open one (`KNOWN_OPEN`)."""
+    _report(list(CI_SEEDS), jobs, known_open=True)
 
 
 @main.command("soak")

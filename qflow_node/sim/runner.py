@@ -34,6 +34,21 @@ CI_SEEDS: Final = [
 ]
 
 
+# Seeds of CI_SEEDS that fail for a bug found and not yet fixed (docs/testing.md, "Open"),
+# with the invariants they violate: held to exactly that, so a fix or a new bug shows.
+KNOWN_OPEN: Final[dict[int, frozenset[str]]] = {
+    # an approval on one side of a partition and the wait's timeout on the other: both
+    # commit (a decision on a wait needs a quorum commit, issue 9's protocol)
+    3050: frozenset({"one_result"}),
+}
+
+
+def as_known(summary: Summary) -> bool:
+    """Whether the sweep's failures are exactly the known open ones."""
+    failed = {r.config.seed: frozenset(v.invariant for v in r.violations) for r in summary.failed}
+    return failed == KNOWN_OPEN
+
+
 def soak_seeds(per_profile: int = 2000) -> list[RunConfig]:
     """The soak: many more seeds, and bigger clusters (30 and 100 nodes)."""
     configs: list[RunConfig] = []

@@ -1,4 +1,4 @@
-"""Critical steps: the pure two-phase-commit state machines (docs/design/two-phase-commit.md).
+"""Critical steps: the pure two-phase-commit state machines (docs/consensus.md).
 
 - `statement`: outcomes, decisions, the bytes validators sign, certificates;
 - `messages`: prepare / abort / query and the vote / answer, strict wire forms;

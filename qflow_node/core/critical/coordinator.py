@@ -1,6 +1,6 @@
 """One coordinator round of the two-phase commit, for one slot.
 
-docs/design/two-phase-commit.md, "Coordinator rules". The node holding the slot's lease
+docs/consensus.md, "Coordinator rules". The node holding the slot's lease
 drives a `Coordinator`: `start`, then every vote, answer and timer tick goes in and the
 actions to take come out. Phases:
 

@@ -1,4 +1,4 @@
-"""The messages of `/qflow/critical/1` (docs/design/two-phase-commit.md, "Messages").
+"""The messages of `/qflow/critical/1` (docs/consensus.md, "Messages").
 
 | message  | from → to               | answered by |
 | -------- | ----------------------- | ----------- |

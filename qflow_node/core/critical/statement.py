@@ -1,6 +1,6 @@
 """What validators sign: a decision on a slot, the statement bytes, and the certificate.
 
-docs/design/two-phase-commit.md, "Words". An *outcome* is what a step attempt
+docs/consensus.md, "Words". An *outcome* is what a step attempt
 produced, without who wrote it or when, so two honest executions of a deterministic
 step give equal outcomes. A *decision* is `commit(outcome)` or `abort`. The *statement*
 is the canonical dag-cbor that a validator's BLS share signs; it names the subnet and

@@ -1,6 +1,6 @@
 """A validator's side of the two-phase commit: one lock per slot, never two decisions.
 
-docs/design/two-phase-commit.md, "Validator rules". The shell decodes a request, checks
+docs/consensus.md, "Validator rules". The shell decodes a request, checks
 the policy, re-executes the step and hands the results in; the validator answers with
 the actions to take, in order. Signing a decision creates the slot's *lock* and returns
 `PersistLock` before the `Reply` that carries the partial: the shell makes the lock
