@@ -10,6 +10,7 @@ from qflow_node.crypto.bls import (
     SecretKey,
     Signature,
     public_key,
+    seeded_rng,
     sign,
     verify,
 )
@@ -89,6 +90,7 @@ __all__ = [
     "public_key",
     "recover_secret",
     "run_locally",
+    "seeded_rng",
     "share_public_key",
     "sign",
     "verify",

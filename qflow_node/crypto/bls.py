@@ -17,6 +17,7 @@ source in the simulator).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, TypeVar
@@ -42,6 +43,23 @@ _G2_IDENTITY: Final = G2Point.identity()
 _WIDE_LEN: Final = 64
 
 _P = TypeVar("_P", G1Point, G2Point)
+
+
+def seeded_rng(seed: bytes) -> Rng:
+    """A deterministic byte stream, SHA-256 in counter mode over `seed`: for tests and the
+    simulator, which must replay keys exactly. Never for real keys (`os.urandom`)."""
+    counter = 0
+    buffer = b""
+
+    def rng(size: int) -> bytes:
+        nonlocal counter, buffer
+        while len(buffer) < size:
+            buffer += hashlib.sha256(seed + counter.to_bytes(8, "big")).digest()
+            counter += 1
+        out, buffer = buffer[:size], buffer[size:]
+        return out
+
+    return rng
 
 
 def random_bytes(rng: Rng, size: int) -> bytes:

@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 
 import pytest
 from py_arkworks_bls12381 import G1Point, G2Point
 
-from qflow_node.crypto import Rng
+from qflow_node.crypto import Rng, seeded_rng
 
 SeededRng = Callable[[bytes], Rng]
-
-
-def seeded_rng(seed: bytes) -> Rng:
-    """A deterministic byte stream: SHA-256 in counter mode over `seed`."""
-    counter = 0
-    buffer = b""
-
-    def rng(size: int) -> bytes:
-        nonlocal counter, buffer
-        while len(buffer) < size:
-            buffer += hashlib.sha256(seed + counter.to_bytes(8, "big")).digest()
-            counter += 1
-        out, buffer = buffer[:size], buffer[size:]
-        return out
-
-    return rng
 
 
 @pytest.fixture

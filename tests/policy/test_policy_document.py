@@ -4,7 +4,6 @@ fault-tolerance helper, and updates that count only with the current quorum's si
 from __future__ import annotations
 
 import copy
-import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -29,33 +28,16 @@ from qflow_node.core.policy import (
 )
 from qflow_node.crypto import (
     KeySet,
-    Rng,
     Share,
     combine,
     dealer_keygen,
     partial_sign,
     public_key,
+    seeded_rng,
     verify_share,
 )
 from qflow_node.crypto.bls import SecretKey
 from qflow_node.identity import SigningKey
-
-
-def seeded_rng(seed: bytes) -> Rng:
-    """A deterministic byte stream: SHA-256 in counter mode over `seed`."""
-    counter = 0
-    buffer = b""
-
-    def rng(size: int) -> bytes:
-        nonlocal counter, buffer
-        while len(buffer) < size:
-            buffer += hashlib.sha256(seed + counter.to_bytes(8, "big")).digest()
-            counter += 1
-        out, buffer = buffer[:size], buffer[size:]
-        return out
-
-    return rng
-
 
 NODES = [SigningKey(bytes([i]) * 32) for i in range(1, 9)]
 PEERS = [key.peer_id for key in NODES]

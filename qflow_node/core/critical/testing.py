@@ -9,7 +9,6 @@ them over a lossless, in-order network unless told which sends to drop.
 
 from __future__ import annotations
 
-import hashlib
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from qflow_node.core.critical.messages import (
 from qflow_node.core.critical.statement import Decision, Outcome, statement_bytes
 from qflow_node.core.critical.validator import Lock, PersistLock, Reply, Validator
 from qflow_node.core.scheduling.rank import Slot
-from qflow_node.crypto import KeySet, Rng, SecretKey, Share, deal, partial_sign
+from qflow_node.crypto import KeySet, SecretKey, Share, deal, partial_sign, seeded_rng
 
 SUBNET = "dao"
 POLICY = cid_for(b"policy: validators 1..n, group key, whitelist", DAG_CBOR)
@@ -44,22 +43,6 @@ SECRET = SecretKey(0x5EC12E7)
 def outcome(value: bytes = b"paid 10", slot: Slot = SLOT) -> Outcome:
     """A completed outcome of `slot` whose output block holds `value`."""
     return Outcome(slot.exec, slot.name, slot.attempt, "completed", raw_block(value).cid)
-
-
-def seeded_rng(seed: bytes) -> Rng:
-    """A deterministic byte stream: SHA-256 in counter mode over `seed`."""
-    counter = 0
-    buffer = b""
-
-    def rng(size: int) -> bytes:
-        nonlocal counter, buffer
-        while len(buffer) < size:
-            buffer += hashlib.sha256(seed + counter.to_bytes(8, "big")).digest()
-            counter += 1
-        out, buffer = buffer[:size], buffer[size:]
-        return out
-
-    return rng
 
 
 @dataclass(frozen=True, slots=True)
