@@ -1,0 +1,309 @@
+"""The two-phase commit of critical steps over libp2p (docs/consensus.md).
+
+The protocol is `qflow_node.core.critical` (pure); this drives it. A validator answers
+`/qflow/critical/1.0.0`: one request (prepare, abort or query) and one vote or answer
+per stream, a lock made durable in its journal before the vote that follows it leaves.
+A coordinator runs one round for a slot: sends what the round asks, re-sends on its
+timer, feeds the votes back, and returns the certificate or why the round failed.
+
+Who sent what is the transport's word: a libp2p stream is authenticated (Noise) by the
+peer id, which the policy maps to a share index. Votes are not re-signed with Ed25519:
+a partial is attributable on its own (it verifies under one share key), and a refusal
+convinces only the coordinator it was sent to (docs/consensus.md, "Abort only on proof").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import trio
+
+from qflow_node import clock, offload
+from qflow_node.appendlog import AppendLog, scan
+from qflow_node.codec import CID, Block, CodecError, decode_dag, encode_dag
+from qflow_node.core.critical import (
+    MAX_MESSAGE_SIZE,
+    AbortRequest,
+    Answer,
+    Coordinator,
+    CoordinatorAction,
+    Decided,
+    Equivocation,
+    FormatError,
+    InvalidPartial,
+    Lock,
+    Outcome,
+    PersistLock,
+    Prepare,
+    Query,
+    Rejected,
+    Reply,
+    RoundFailed,
+    Send,
+    Settings,
+    Validator,
+    Vote,
+    decode_message,
+    encode_message,
+)
+from qflow_node.core.policy import PolicyDocument
+from qflow_node.core.scheduling import Slot
+from qflow_node.crypto import Share
+from qflow_node.log import get_logger
+from qflow_node.net.reqresp import Direct, Limits, RequestError
+
+CRITICAL_PROTOCOL: Final = "/qflow/critical/1.0.0"
+# A vote is small (a partial, a reason); a prepare carries the blocks to re-execute.
+CRITICAL_LIMITS: Final = Limits(
+    timeout=5.0, max_request_size=MAX_MESSAGE_SIZE, max_response_size=64 << 10
+)
+
+Reexecute = Callable[[str, Prepare], Awaitable[Outcome | None]]
+"""The validator's own outcome of a prepared slot: (coordinator peer, prepare) -> the
+outcome this node computes re-executing the step, None if it cannot."""
+
+Allow = Callable[[str, Prepare | AbortRequest], str | None]
+"""Why the policy forbids the request from this peer (not a member, not the slot's lease
+holder, the step is not critical, the module is not whitelisted), None if allowed."""
+
+
+class CriticalError(Exception):
+    """A round that ended without a decision (`RoundFailed`): no certificate this time."""
+
+
+def _log() -> Any:
+    return get_logger("qflow.critical")
+
+
+class LockJournal:
+    """A validator's locks, durable: one append-only log of dag-cbor entries, each made
+    durable (fdatasync) before the vote it backs is sent. A lock forgotten by a crash
+    would let the validator sign a second decision for its slot."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._log: AppendLog | None = None
+
+    def load(self) -> list[Lock]:
+        entries, _ = scan(self.path)
+        locks = []
+        for offset, payload in entries:
+            try:
+                locks.append(Lock.from_obj(decode_dag(payload)))
+            except (CodecError, FormatError) as exc:
+                raise ValueError(f"{self.path} at byte {offset}: not a lock: {exc}") from None
+        return locks
+
+    def append(self, lock: Lock) -> None:
+        if self._log is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = AppendLog.open(self.path)
+        self._log.append([encode_dag(lock.to_obj())])
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+@dataclass(frozen=True, slots=True)
+class CriticalConfig:
+    """The policy in force for a subnet, and this node's share of its key if it is one
+    of the validators."""
+
+    policy: PolicyDocument
+    share: Share | None = None
+
+    @property
+    def cid(self) -> CID:
+        return self.policy.cid
+
+
+class CriticalService:
+    """Both sides of the two-phase commit for one subnet's policy."""
+
+    def __init__(
+        self,
+        me: str,
+        direct: Direct,
+        config: CriticalConfig,
+        *,
+        journal: LockJournal | None = None,
+        reexecute: Reexecute | None = None,
+        allow: Allow | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.me = me
+        self.direct = direct
+        self.config = config
+        self.settings = settings or Settings()
+        self._reexecute = reexecute
+        self._allow = allow or (lambda _peer, _request: None)
+        self._journal = journal
+        self.validator: Validator | None = None
+        self._serving = trio.Lock()  # one request through the validator at a time
+        policy = config.policy
+        if config.share is not None:
+            if journal is None:
+                raise ValueError("a validator needs a lock journal")
+            if policy.index_of(me) != config.share.index:
+                raise ValueError(f"{me} does not hold share {config.share.index} of the policy")
+            self.validator = Validator(policy.subnet, config.cid, config.share)
+            self.validator.restore(journal.load())
+            direct.serve(CRITICAL_PROTOCOL, self.answer, CRITICAL_LIMITS)
+
+    # -- validator side ---------------------------------------------------------------------
+
+    async def answer(self, peer: str, request: bytes) -> bytes:
+        """One request from `peer`: its vote or answer (a malformed request gets an
+        `error` map naming what is wrong)."""
+        validator = self.validator
+        if validator is None:
+            return encode_dag({"error": "not a validator"})
+        try:
+            message = decode_message(request)
+        except (CodecError, FormatError) as exc:
+            return encode_dag({"error": f"bad request: {exc}"})
+        async with self._serving:
+            if isinstance(message, Prepare):
+                refused = self._allow(peer, message)
+                own = None
+                if refused is None and validator.needs_outcome(message):
+                    own = await self._own_outcome(peer, message)
+                actions = validator.on_prepare(message, own, refused)
+            elif isinstance(message, AbortRequest):
+                actions = validator.on_abort(message, self._allow(peer, message))
+            elif isinstance(message, Query):
+                actions = validator.on_query(message)
+            else:
+                return encode_dag({"error": f"bad request: a {type(message).__name__}"})
+            return await self._perform(actions)
+
+    async def _own_outcome(self, peer: str, prepare: Prepare) -> Outcome | None:
+        if self._reexecute is None:
+            return None
+        try:
+            return await self._reexecute(peer, prepare)
+        except Exception as exc:  # the step could not be re-run here: a mismatch vote
+            _log().warning("critical.reexecute_failed", slot=_slot(prepare.slot), error=repr(exc))
+            return None
+
+    async def _perform(self, actions: Sequence[PersistLock | Reply]) -> bytes:
+        answer = b""
+        for action in actions:
+            if isinstance(action, PersistLock):
+                assert self._journal is not None
+                await offload.run_sync(self._journal.append, action.lock)
+            else:
+                answer = encode_message(action.message)
+        return answer
+
+    # -- coordinator side -------------------------------------------------------------------
+
+    async def decide(
+        self,
+        slot: Slot,
+        proposal: Outcome | None,
+        blocks: Iterable[Block] = (),
+        *,
+        query_first: bool = False,
+    ) -> Decided:
+        """Run one round for `slot`: the certified decision, or CriticalError."""
+        policy = self.config.policy
+        round_ = Coordinator(
+            subnet=policy.subnet,
+            policy=self.config.cid,
+            keys=policy.keys,
+            slot=slot,
+            proposal=proposal,
+            blocks=tuple(blocks),
+            query_first=query_first,
+            settings=self.settings,
+        )
+        ended: list[Decided | RoundFailed] = []
+        changed = trio.Event()
+        async with trio.open_nursery() as nursery:
+
+            def handle(actions: Iterable[CoordinatorAction]) -> None:
+                nonlocal changed
+                for action in actions:
+                    if isinstance(action, Send):
+                        nursery.start_soon(ask, action)
+                    elif isinstance(action, Decided | RoundFailed):
+                        ended.append(action)
+                        nursery.cancel_scope.cancel()
+                    else:
+                        _report(slot, action)
+                changed.set()
+                changed = trio.Event()
+
+            async def ask(send: Send) -> None:
+                reply = await self._ask(send)
+                if isinstance(reply, Vote):
+                    handle(round_.on_vote(send.to, reply, clock.mono_ms()))
+                elif isinstance(reply, Answer):
+                    handle(round_.on_answer(send.to, reply, clock.mono_ms()))
+
+            handle(round_.start(clock.mono_ms()))
+            while not ended:
+                at = round_.next_timer_ms
+                if at is None:
+                    break
+                waiting = changed
+                with trio.move_on_at(at / 1000):
+                    await waiting.wait()
+                if round_.next_timer_ms is not None and clock.mono_ms() >= round_.next_timer_ms:
+                    handle(round_.on_timer(clock.mono_ms()))
+        result = ended[0] if ended else None
+        if isinstance(result, Decided):
+            return result
+        why = result.reason if result is not None else "the round ended without a decision"
+        raise CriticalError(f"{_slot(slot)}: {why}")
+
+    async def _ask(self, send: Send) -> Vote | Answer | None:
+        """The validator's reply to one message; None if it gave none that decodes (the
+        round's timer re-sends)."""
+        peer = self.config.policy.validator(send.to).peer
+        payload = encode_message(send.message)
+        try:
+            if peer == self.me:
+                data = await self.answer(self.me, payload)
+            else:
+                data = await self.direct.request(peer, CRITICAL_PROTOCOL, payload, CRITICAL_LIMITS)
+            reply = decode_message(data)
+        except (RequestError, CodecError, FormatError) as exc:
+            _log().info("critical.no_reply", validator=send.to, peer=peer, error=str(exc))
+            return None
+        if not isinstance(reply, Vote | Answer):
+            _log().warning("critical.bad_reply", validator=send.to, kind=type(reply).__name__)
+            return None
+        return reply
+
+
+def _report(slot: Slot, action: CoordinatorAction) -> None:
+    if isinstance(action, Equivocation):
+        _log().warning(
+            "critical.equivocation",
+            slot=_slot(slot),
+            validator=action.index,
+            first=action.first.decision.kind,
+            second=action.second.decision.kind,
+        )
+    elif isinstance(action, InvalidPartial):
+        _log().warning(
+            "critical.invalid_partial",
+            slot=_slot(slot),
+            validator=action.index,
+            reason=action.reason,
+        )
+    elif isinstance(action, Rejected):
+        _log().info(
+            "critical.rejected", slot=_slot(slot), validator=action.index, reason=action.reason
+        )
+
+
+def _slot(slot: Slot) -> str:
+    return f"{slot.exec.encode()}/{slot.name}/{slot.attempt}"
