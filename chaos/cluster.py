@@ -131,18 +131,26 @@ class Cluster:
 
 @contextmanager
 def local_cluster(
-    root: Path, size: int, *, config: str = FAST_CONFIG, subnets: Sequence[str] = ()
+    root: Path,
+    size: int,
+    *,
+    config: str = FAST_CONFIG,
+    subnets: Sequence[str] = (),
+    setup: Callable[[Sequence[Node]], None] | None = None,
 ) -> Iterator[Cluster]:
     """`size` fresh repos under `root`, started one after another (joining `subnets`,
-    else the repos' default), meshed."""
+    else the repos' default), meshed. `setup` sees every repo before any node starts
+    (e.g. to deal a subnet policy's key shares to them)."""
     cluster = Cluster(root, subnets=tuple(subnets))
     with cluster.processes:
         for i in range(size):
             repo = make_repo(root, f"n{i}")
             with (repo / "config.toml").open("a", encoding="utf-8") as file:
                 file.write(config)
-            node = Node(f"n{i}", repo)
-            cluster.nodes.append(node)
+            cluster.nodes.append(Node(f"n{i}", repo))
+        if setup is not None:
+            setup(cluster.nodes)
+        for node in cluster.nodes:
             cluster.start(node)
         cluster.wait_meshed()
         yield cluster

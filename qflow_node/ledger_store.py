@@ -64,6 +64,7 @@ from cachetools import LRUCache
 from qflow_node.appendlog import FRAME, MAGIC, AppendLog, LogFormatError, frame, parse
 from qflow_node.clock import wall_ms, wall_s
 from qflow_node.codec import CID, DAG_CBOR, Block, CodecError, decode_dag, encode_dag, parse_cid
+from qflow_node.core.critical import Certificate
 from qflow_node.core.ledger import (
     CorruptBlock,
     Failure,
@@ -512,10 +513,13 @@ class LedgerStore:
         attempt: int = 0,
         state: CID | None = None,
         actor: str | None = None,
+        quorum: Certificate | Mapping[str, Any] | None = None,
     ) -> Block:
         """Sign a record linking all current heads, store it, make it the only head.
 
         The first record of an execution must be `exec.started`; it links nothing.
+        `quorum`: the validators' certificate of a critical step's step.completed or
+        step.failed (a `Certificate` or its map).
         Raises RecordError for a record the format forbids, StoreError/OSError on I/O.
         """
         if ts is None:
@@ -533,6 +537,7 @@ class LedgerStore:
                 attempt=attempt,
                 state=state,
                 actor=actor,
+                quorum=quorum,
             )
             self.store.put(block)
             self._write_heads(exec, [block.cid])

@@ -48,6 +48,7 @@ _SCHEMA: Final = {
         "resume_hold_ms",
     },
     "debug": {"partition_api"},
+    "critical": {"policy", "share"},
     "gossip": {
         "heartbeat_interval",
         "degree",
@@ -77,6 +78,16 @@ class NodeConfig:
     ledger_sync: HeadsSettings = field(default_factory=HeadsSettings)  # heads anti-entropy
     exec: ExecSettings = field(default_factory=ExecSettings)  # claims and leases
     partition_api: bool = False  # serve `debug.partition` (chaos tests only)
+    critical: CriticalFiles | None = None  # the subnet policy in force (docs/consensus.md)
+
+
+@dataclass(frozen=True, slots=True)
+class CriticalFiles:
+    """`[critical]`: the subnet policy block in force (`qflow subnet create` writes it)
+    and, on a validator, its sealed share; paths relative to the repo."""
+
+    policy: Path
+    share: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +211,24 @@ def parse_config(
         partition_api=_flag(
             data.get("debug", {}), "partition_api", where("debug", "partition_api")
         ),
+        critical=_critical(data.get("critical"), f"{source} [critical]"),
     )
+
+
+def _critical(section: dict[str, Any] | None, where: str) -> CriticalFiles | None:
+    if section is None:
+        return None
+    paths: dict[str, Path] = {}
+    for key in ("policy", "share"):
+        value = section.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where} {key}: must be a path (a string), got {value!r}")
+        paths[key] = Path(value)
+    if "policy" not in paths:
+        raise ConfigError(f"{where} policy: missing (the subnet policy block file)")
+    return CriticalFiles(paths["policy"], paths.get("share"))
 
 
 def _resume_hold(section: _Section, sync: HeadsSettings, heartbeat_s: float) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
@@ -49,13 +49,23 @@ from qflow_node.core.critical import (
     decode_message,
     encode_message,
 )
-from qflow_node.core.policy import PolicyDocument
+from qflow_node.core.policy import PolicyDocument, PolicyError, load_policy
 from qflow_node.core.scheduling import Slot
-from qflow_node.crypto import Share
+from qflow_node.crypto import CryptoError, SecretKey, Share, public_key
+from qflow_node.identity import SigningKey
+from qflow_node.identity.keys import IdentityError
+from qflow_node.identity.sealed import SealedShare, open_share
 from qflow_node.log import get_logger
 from qflow_node.net.reqresp import Direct, Limits, RequestError
 
+if TYPE_CHECKING:  # config imports the services' settings, this among them
+    from qflow_node.runtime.config import CriticalFiles
+
 CRITICAL_PROTOCOL: Final = "/qflow/critical/1.0.0"
+# Preferred: one long-lived stream per peer (`net/channel.py`), as for slot questions; a
+# stream per request is the fallback for a peer that does not speak it.
+CRITICAL_CHANNEL: Final = "/qflow/critical-channel/1.0.0"
+CRITICAL_LOCKS: Final = "critical-locks.log"  # in the repo's ledger/: a validator's locks
 # A vote is small (a partial, a reason); a prepare carries the blocks to re-execute.
 CRITICAL_LIMITS: Final = Limits(
     timeout=5.0, max_request_size=MAX_MESSAGE_SIZE, max_response_size=64 << 10
@@ -63,7 +73,8 @@ CRITICAL_LIMITS: Final = Limits(
 
 Reexecute = Callable[[str, Prepare], Awaitable[Outcome | None]]
 """The validator's own outcome of a prepared slot: (coordinator peer, prepare) -> the
-outcome this node computes re-executing the step, None if it cannot."""
+outcome this node computes re-executing the step, None if it cannot; raises NotReady
+(no vote yet) or Refused (a policy refusal)."""
 
 Allow = Callable[[str, Prepare | AbortRequest], str | None]
 """Why the policy forbids the request from this peer (not a member, not the slot's lease
@@ -72,6 +83,16 @@ holder, the step is not critical, the module is not whitelisted), None if allowe
 
 class CriticalError(Exception):
     """A round that ended without a decision (`RoundFailed`): no certificate this time."""
+
+
+class NotReady(Exception):
+    """The validator cannot judge the prepare yet (it has not merged the records before
+    the slot): no vote now; the coordinator's re-send asks again."""
+
+
+class Refused(Exception):
+    """The policy forbids what the prepare asks (the step is not critical, its module is
+    not whitelisted): a `policy` refusal."""
 
 
 def _log() -> Any:
@@ -122,6 +143,44 @@ class CriticalConfig:
         return self.policy.cid
 
 
+class CriticalSetupError(Exception):
+    """The `[critical]` files cannot be used: which file, and why."""
+
+
+def load_critical(repo: Path, files: CriticalFiles, key: SigningKey) -> CriticalConfig:
+    """The policy in force and, on a validator, its share opened with the node key and
+    checked against the policy's commitments (a sealed share proves nothing of who made
+    it). Paths are relative to the repo."""
+    try:
+        policy = load_policy((repo / files.policy).read_bytes(), path=str(files.policy))
+    except OSError as exc:
+        raise CriticalSetupError(f"[critical] policy {files.policy}: {exc.strerror}") from None
+    except PolicyError as exc:
+        raise CriticalSetupError(f"[critical] policy: {exc}") from None
+    if files.share is None:
+        return CriticalConfig(policy)
+    index = policy.index_of(key.peer_id)
+    if index is None:
+        raise CriticalSetupError(
+            f"[critical] share {files.share}: this node ({key.peer_id}) is not a validator "
+            f"of policy {policy.cid.encode()}"
+        )
+    try:
+        sealed = SealedShare.from_bytes((repo / files.share).read_bytes(), str(files.share))
+        raw = open_share(sealed, key, subnet=policy.subnet, policy=policy.cid, index=index)
+        share = Share.from_bytes(index, raw)
+    except OSError as exc:
+        raise CriticalSetupError(f"[critical] share {files.share}: {exc.strerror}") from None
+    except (IdentityError, CryptoError) as exc:
+        raise CriticalSetupError(f"[critical] share {files.share}: {exc}") from None
+    if public_key(SecretKey(share.value)) != policy.share_key(index):
+        raise CriticalSetupError(
+            f"[critical] share {files.share}: share {index} does not match the policy's "
+            "commitments (dealt for another key)"
+        )
+    return CriticalConfig(policy, share)
+
+
 class CriticalService:
     """Both sides of the two-phase commit for one subnet's policy."""
 
@@ -154,6 +213,19 @@ class CriticalService:
             self.validator = Validator(policy.subnet, config.cid, config.share)
             self.validator.restore(journal.load())
             direct.serve(CRITICAL_PROTOCOL, self.answer, CRITICAL_LIMITS)
+        self.channel = direct.open_channel(CRITICAL_CHANNEL, self.answer, CRITICAL_LIMITS)
+        self._no_channel: set[str] = set()
+        self._nursery: trio.Nursery | None = None
+        self._running = trio.Event()
+
+    async def run(self) -> None:
+        """Serve the channel and read its answers, and carry the rounds' requests, until
+        cancelled. `decide` needs it running."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self.channel.run)
+            self._running.set()
+            await trio.sleep_forever()
 
     # -- validator side ---------------------------------------------------------------------
 
@@ -172,7 +244,12 @@ class CriticalService:
                 refused = self._allow(peer, message)
                 own = None
                 if refused is None and validator.needs_outcome(message):
-                    own = await self._own_outcome(peer, message)
+                    try:
+                        own = await self._own_outcome(peer, message)
+                    except NotReady as exc:
+                        return encode_dag({"error": f"not ready: {exc}"})
+                    except Refused as exc:
+                        refused = str(exc)
                 actions = validator.on_prepare(message, own, refused)
             elif isinstance(message, AbortRequest):
                 actions = validator.on_abort(message, self._allow(peer, message))
@@ -187,6 +264,8 @@ class CriticalService:
             return None
         try:
             return await self._reexecute(peer, prepare)
+        except (NotReady, Refused):
+            raise
         except Exception as exc:  # the step could not be re-run here: a mismatch vote
             _log().warning("critical.reexecute_failed", slot=_slot(prepare.slot), error=repr(exc))
             return None
@@ -225,38 +304,42 @@ class CriticalService:
         )
         ended: list[Decided | RoundFailed] = []
         changed = trio.Event()
-        async with trio.open_nursery() as nursery:
+        # Requests run in the service's nursery, not the round's: one still on its way
+        # when the round is decided finishes there (its late vote is ignored) instead of
+        # being cut off mid-write, which would break the stream to that validator.
+        await self._running.wait()
+        tasks = self._nursery
+        assert tasks is not None
 
-            def handle(actions: Iterable[CoordinatorAction]) -> None:
-                nonlocal changed
-                for action in actions:
-                    if isinstance(action, Send):
-                        nursery.start_soon(ask, action)
-                    elif isinstance(action, Decided | RoundFailed):
-                        ended.append(action)
-                        nursery.cancel_scope.cancel()
-                    else:
-                        _report(slot, action)
-                changed.set()
-                changed = trio.Event()
+        def handle(actions: Iterable[CoordinatorAction]) -> None:
+            nonlocal changed
+            for action in actions:
+                if isinstance(action, Send):
+                    tasks.start_soon(ask, action)
+                elif isinstance(action, Decided | RoundFailed):
+                    ended.append(action)
+                else:
+                    _report(slot, action)
+            changed.set()
+            changed = trio.Event()
 
-            async def ask(send: Send) -> None:
-                reply = await self._ask(send)
-                if isinstance(reply, Vote):
-                    handle(round_.on_vote(send.to, reply, clock.mono_ms()))
-                elif isinstance(reply, Answer):
-                    handle(round_.on_answer(send.to, reply, clock.mono_ms()))
+        async def ask(send: Send) -> None:
+            reply = await self._ask(send)
+            if isinstance(reply, Vote):
+                handle(round_.on_vote(send.to, reply, clock.mono_ms()))
+            elif isinstance(reply, Answer):
+                handle(round_.on_answer(send.to, reply, clock.mono_ms()))
 
-            handle(round_.start(clock.mono_ms()))
-            while not ended:
-                at = round_.next_timer_ms
-                if at is None:
-                    break
-                waiting = changed
-                with trio.move_on_at(at / 1000):
-                    await waiting.wait()
-                if round_.next_timer_ms is not None and clock.mono_ms() >= round_.next_timer_ms:
-                    handle(round_.on_timer(clock.mono_ms()))
+        handle(round_.start(clock.mono_ms()))
+        while not ended:
+            at = round_.next_timer_ms
+            if at is None:
+                break
+            waiting = changed
+            with trio.move_on_at(at / 1000):
+                await waiting.wait()
+            if round_.next_timer_ms is not None and clock.mono_ms() >= round_.next_timer_ms:
+                handle(round_.on_timer(clock.mono_ms()))
         result = ended[0] if ended else None
         if isinstance(result, Decided):
             return result
@@ -269,18 +352,28 @@ class CriticalService:
         peer = self.config.policy.validator(send.to).peer
         payload = encode_message(send.message)
         try:
-            if peer == self.me:
-                data = await self.answer(self.me, payload)
-            else:
-                data = await self.direct.request(peer, CRITICAL_PROTOCOL, payload, CRITICAL_LIMITS)
-            reply = decode_message(data)
+            reply = decode_message(await self._request(peer, payload))
         except (RequestError, CodecError, FormatError) as exc:
-            _log().info("critical.no_reply", validator=send.to, peer=peer, error=str(exc))
+            cause = exc.__cause__
+            detail = f"{exc}" + (f" ({cause!r})" if cause is not None else "")
+            _log().info("critical.no_reply", validator=send.to, peer=peer, error=detail)
             return None
         if not isinstance(reply, Vote | Answer):
             _log().warning("critical.bad_reply", validator=send.to, kind=type(reply).__name__)
             return None
         return reply
+
+    async def _request(self, peer: str, payload: bytes) -> bytes:
+        if peer == self.me:
+            return await self.answer(self.me, payload)
+        if peer not in self._no_channel:
+            try:
+                return await self.channel.request(peer, payload)
+            except RequestError as exc:
+                if exc.reason != "unsupported":
+                    raise
+                self._no_channel.add(peer)
+        return await self.direct.request(peer, CRITICAL_PROTOCOL, payload, CRITICAL_LIMITS)
 
 
 def _report(slot: Slot, action: CoordinatorAction) -> None:

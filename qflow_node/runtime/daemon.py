@@ -58,6 +58,14 @@ from qflow_node.runtime.bootcheck import (
     open_block_store,
 )
 from qflow_node.runtime.config import NodeConfig
+from qflow_node.runtime.critical_service import (
+    CRITICAL_LOCKS,
+    CriticalConfig,
+    CriticalService,
+    CriticalSetupError,
+    LockJournal,
+    load_critical,
+)
 from qflow_node.runtime.exec_service import ControlRefused, ExecService
 from qflow_node.runtime.heads_service import HeadsService
 from qflow_node.runtime.local import LocalRunner
@@ -151,6 +159,7 @@ async def _run(
         return
     blocks = BlockService(store)
     ledger = LedgerStore(store, paths)
+    critical = _critical_config(paths, config, key)
     host = build_host(key, config.listen, config.limits)
     host.get_network().register_notifee(ConnectionLog())
     async with AsyncExitStack() as stack:
@@ -181,6 +190,7 @@ async def _run(
             on_heard=peering.hint,
             work_tokens=lambda: execs.free_work_tokens(),  # noqa: PLW0108 - execs is made below
         )
+        direct = Direct(host)
         execs = ExecService(
             key,
             gossip,
@@ -188,10 +198,19 @@ async def _run(
             ledger,
             runner=runner,
             membership=membership,
-            direct=Direct(host),
+            direct=direct,
             subnets=config.subnets,
             settings=config.exec,
         )
+        if critical is not None:
+            execs.critical = CriticalService(
+                key.peer_id,
+                direct,
+                critical,
+                journal=LockJournal(paths.ledger / CRITICAL_LOCKS),
+                reexecute=execs.reexecute,
+                allow=execs.allow_critical,
+            )
         heads = HeadsService(
             key,
             gossip,
@@ -242,6 +261,8 @@ async def _run(
         services.start_soon(peering.run)
         services.start_soon(heads.run)
         services.start_soon(execs.run)
+        if execs.critical is not None:
+            services.start_soon(execs.critical.run)
         services.start_soon(_report_rejections, rejections)
         services.start_soon(
             lambda: maintain_bootstrap(
@@ -255,6 +276,18 @@ async def _run(
         _log().info("shutdown", signal=stop.signal, timeout=config.shutdown_timeout)
         stop.node_scope.deadline = trio.current_time() + config.shutdown_timeout
         services.cancel_scope.cancel()
+
+
+def _critical_config(
+    paths: RepoPaths, config: NodeConfig, key: SigningKey
+) -> CriticalConfig | None:
+    """The `[critical]` policy and share, checked before the node boots."""
+    if config.critical is None:
+        return None
+    try:
+        return load_critical(paths.root, config.critical, key)
+    except CriticalSetupError as exc:
+        raise BootCheckFailed("repo", "critical", str(exc)) from None
 
 
 def _steerer(execs: ExecService) -> Steer:

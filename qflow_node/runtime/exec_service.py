@@ -30,13 +30,13 @@ import heapq
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeVar
 
 import trio
 
 from qflow_node import clock, offload
-from qflow_node.codec import CID, Block, CodecError, decode_dag, encode_dag
+from qflow_node.codec import CID, Block, CodecError, dag_block, decode_dag, encode_dag, raw_block
 from qflow_node.codec.envelope_bodies import (
     MAX_BATCH,
     Claims,
@@ -51,6 +51,14 @@ from qflow_node.codec.envelope_bodies import Submission as SubmissionBody
 from qflow_node.core import engine as eng
 from qflow_node.core import rejection as rej
 from qflow_node.core.control import control_event, refusal
+from qflow_node.core.critical import (
+    ABORTED,
+    AbortRequest,
+    CriticalKeys,
+    Outcome,
+    Prepare,
+    outcome_of,
+)
 from qflow_node.core.engine import events as ev
 from qflow_node.core.engine.writing import action_event, event_blocks
 from qflow_node.core.envelopes import Verified, seal_envelope
@@ -82,6 +90,12 @@ from qflow_node.net.gossip import Gossip
 from qflow_node.net.reqresp import Direct, Limits, RequestError
 from qflow_node.net.topics import TopicKind, topic
 from qflow_node.runtime.batcher import Batcher
+from qflow_node.runtime.critical_service import (
+    CriticalError,
+    CriticalService,
+    NotReady,
+    Refused,
+)
 from qflow_node.runtime.executors import StepOutcome
 from qflow_node.runtime.local import LocalRunner
 from qflow_node.runtime.membership_service import MembershipService
@@ -230,6 +244,10 @@ class ExecService:
         self.resumed = trio.Event()  # unfinished executions re-opened after a (re)start
         self._nursery: trio.Nursery | None = None
         self.completed_slots = 0  # slots this node committed (status, tests)
+        # The two-phase commit of critical steps, when the node has a subnet policy (the
+        # daemon sets it); rounds tried per slot (a retry queries the validators first).
+        self.critical: CriticalService | None = None
+        self._critical_rounds: dict[Slot, int] = {}
         # Finished executions, with their heads then: a late record or re-announcement
         # merges into the ledger but opens no replica again, unless it brought records
         # the end was not folded from (`_ended_with`). Bounded; the ledger says so anyway.
@@ -560,7 +578,9 @@ class ExecService:
                 "wrong_subnet", f"subnet {submission.subnet!r} is not one of this node's"
             )
         try:
-            replica = await offload.run_sync(open_replica, self.ledger, submission)
+            replica = await offload.run_sync(
+                open_replica, self.ledger, submission, self._critical_keys(submission.subnet)
+            )
         except ReplicaError as exc:
             raise SubmissionError("unusable", str(exc)) from None
         if not replica.started:
@@ -594,7 +614,9 @@ class ExecService:
             if submission.subnet not in self.subnets:
                 continue
             try:
-                replica = open_replica(self.ledger, submission)
+                replica = open_replica(
+                    self.ledger, submission, self._critical_keys(submission.subnet)
+                )
             except ReplicaError as exc:
                 _log().warning("exec.not_resumed", exec=exec.encode(), error=str(exc))
                 continue
@@ -945,28 +967,107 @@ class ExecService:
     async def _commit_outcome(
         self, replica: Replica, slot: Slot, action: eng.RunStep, outcome: StepOutcome
     ) -> int:
-        if outcome.error is not None:
-            error = outcome.error
-            return await self._commit(
-                replica,
-                slot,
-                lambda: eng.Event(
-                    ev.STEP_FAILED, action.instance, action.attempt, wall_ms(), error
-                ),
-            )
+        if action.step.get("critical", False):
+            return await self._commit_critical(replica, slot, action, outcome)
+        output = None if outcome.error is not None else outcome.output
         return await self._commit(
-            replica,
-            slot,
-            lambda: eng.Event(
-                ev.STEP_COMPLETED,
-                action.instance,
-                action.attempt,
-                wall_ms(),
-                outcome.value,
-                delta=outcome.delta,
-            ),
-            output=outcome.output,
+            replica, slot, lambda: _outcome_event(action, outcome, wall_ms()), output=output
         )
+
+    # -- critical steps (docs/consensus.md) ------------------------------------------------
+
+    def _critical_keys(self, subnet: str) -> CriticalKeys | None:
+        """The keys a replica of `subnet` checks critical steps' certificates with."""
+        critical = self.critical
+        if critical is None or critical.config.policy.subnet != subnet:
+            return None
+        policy = critical.config.policy
+        return CriticalKeys(subnet, critical.config.cid, policy.keys)
+
+    async def _commit_critical(
+        self, replica: Replica, slot: Slot, action: eng.RunStep, outcome: StepOutcome
+    ) -> int:
+        """A critical step's result is written only with the validators' certificate:
+        commit of this outcome, or abort (a retryable failure). A round without a
+        decision writes nothing; the lease lapses and the slot is taken up again."""
+        critical = self.critical
+        exec = replica.exec.encode()
+        if critical is None or critical.config.policy.subnet != replica.subnet:
+            _log().warning("critical.no_policy", exec=exec, slot=slot.name, subnet=replica.subnet)
+            return 0
+        event = _outcome_event(action, outcome, wall_ms())
+        proposal = outcome_of(replica.exec, event)
+        tried = self._critical_rounds.get(slot, 0)
+        self._critical_rounds[slot] = tried + 1
+        try:
+            decided = await critical.decide(
+                slot, proposal, _outcome_blocks(event), query_first=tried > 0
+            )
+        except CriticalError as exc:
+            _log().warning(
+                "critical.round_failed", exec=exec, slot=slot.name, attempt=slot.attempt,
+                error=str(exc),
+            )  # fmt: skip
+            return 0
+        decision = decided.decision
+        if decision.outcome == proposal:
+            final = replace(event, quorum=decided.certificate)
+            output = None if outcome.error is not None else outcome.output
+        elif decision.outcome is None:
+            why = ev.error(ABORTED, f"the validators aborted attempt {slot.attempt}")
+            final = eng.Event(
+                ev.STEP_FAILED, action.instance, action.attempt, wall_ms(), why,
+                quorum=decided.certificate,
+            )  # fmt: skip
+            output = None
+        else:  # certified for an outcome another coordinator proposed: not ours to write
+            _log().warning("critical.other_outcome", exec=exec, slot=slot.name)
+            return 0
+        _log().info("critical.decided", exec=exec, slot=slot.name, decision=decision.kind)
+        self._critical_rounds.pop(slot, None)
+        return await self._commit(replica, slot, lambda: final, output=output)
+
+    async def reexecute(self, peer: str, prepare: Prepare) -> Outcome | None:
+        """A validator's own outcome of a prepared slot: the step re-run here on this
+        node's replica (opened from the coordinator if it is new here)."""
+        slot = prepare.slot
+        if slot.exec not in self.replicas:
+            await self._open_from_ledger(slot.exec, [peer])
+        replica = self.replicas.get(slot.exec)
+        if replica is None:
+            raise NotReady(f"execution {slot.exec.encode()} cannot be opened here yet")
+        self._refresh(slot.exec)
+        due = [
+            a
+            for a in eng.next_actions(replica.state, wall_ms())
+            if isinstance(a, eng.RunStep) and (a.instance, a.attempt) == (slot.name, slot.attempt)
+        ]
+        if not due:
+            raise NotReady(f"{slot.name} attempt {slot.attempt} is not due in this replica")
+        action = due[0]
+        if not action.step.get("critical", False):
+            raise Refused(f"step {slot.name} is not critical")
+        module = action.step.get("module")
+        critical = self.critical
+        policy = None if critical is None else critical.config.policy
+        if policy is not None and isinstance(module, CID) and not policy.allows_module(module):
+            raise Refused(f"module {module.encode()} is not whitelisted by the policy")
+        outcome = await offload.run_sync(self.runner.execute, action, replica.exec, replica.state)
+        return outcome_of(replica.exec, _outcome_event(action, outcome, wall_ms()))
+
+    def allow_critical(self, peer: str, request: Prepare | AbortRequest) -> str | None:
+        """Why a validator refuses `peer`'s request on policy grounds, None if allowed:
+        only members coordinate, and only the slot's lease holder may ask to abort."""
+        critical = self.critical
+        if critical is None:
+            return "this node has no subnet policy"
+        if not critical.config.policy.is_member(peer):
+            return f"{peer} is not a member of subnet {critical.config.policy.subnet}"
+        if isinstance(request, AbortRequest):
+            holder = self.book.holder(request.slot, mono_ms())
+            if holder is not None and holder.node != peer:
+                return f"{peer} does not hold the lease of {request.slot.name}"
+        return None
 
     async def _commit(
         self,
@@ -1516,6 +1617,30 @@ class _RecordWriter:
             blocks, record = [*blocks, record, *more], last
         self.blocks = [*blocks, record]
         return blocks, record
+
+
+def _outcome_event(action: eng.RunStep, outcome: StepOutcome, now: int) -> eng.Event:
+    """The event that records a step's run: completed with its value, or failed."""
+    if outcome.error is not None:
+        return eng.Event(ev.STEP_FAILED, action.instance, action.attempt, now, outcome.error)
+    return eng.Event(
+        ev.STEP_COMPLETED,
+        action.instance,
+        action.attempt,
+        now,
+        outcome.value,
+        delta=outcome.delta,
+    )
+
+
+def _outcome_blocks(event: eng.Event) -> list[Block]:
+    """The blocks an outcome names (its value, its delta): what a validator may fetch."""
+    blocks = []
+    if event.kind == ev.STEP_COMPLETED:
+        blocks.append(dag_block(event.value))
+    if event.delta:
+        blocks.append(raw_block(event.delta))
+    return blocks
 
 
 def _ending_after(replica: Replica, event: eng.Event) -> eng.Event | None:

@@ -11,6 +11,7 @@ from typing import Final
 
 from qflow_node.codec import CID, decode_dag, raw_block
 from qflow_node.core import engine as eng
+from qflow_node.core.critical import CriticalKeys
 from qflow_node.core.engine import events as ev
 from qflow_node.core.engine.plan import plan
 from qflow_node.core.engine.records import PayloadError, event_of, read_submission
@@ -85,8 +86,10 @@ def replay(
     reexecute: Sandbox | None = None,
     authority: LocalAuthority | None = None,
     checks: list[Check] | None = None,
+    critical: CriticalKeys | None = None,
 ) -> Replay:
-    """Fold the verified records of `exec` in replay order.
+    """Fold the verified records of `exec` in replay order (`critical`: the subnet
+    policy's keys critical steps' certificates are checked with).
 
     `until_step`: stop once that step instance has completed or failed for good;
     `until_record`: stop after that record. With `reexecute`, every recorded completion
@@ -99,7 +102,8 @@ def replay(
     if not records or records[0][1].kind != GENESIS_KIND:
         raise ReplayError(f"execution {exec.encode()} has no {GENESIS_KIND} record")
     flow, ir = open_flow(ledger, exec)
-    result = Replay(exec, flow, ir, eng.initial(ir, exec.encode()), total=len(records))
+    state = eng.initial(ir, exec.encode(), critical)
+    result = Replay(exec, flow, ir, state, total=len(records))
     for cid, record in records:
         try:
             event = event_of(cid, record, ledger.store.get)

@@ -24,6 +24,7 @@ from qflow_node.codec import CID
 from qflow_node.codec.envelope_bodies import Control
 from qflow_node.core import engine as eng
 from qflow_node.core.control import control_event
+from qflow_node.core.critical import CriticalKeys
 from qflow_node.core.engine.records import PayloadError, event_of
 from qflow_node.core.engine.state import TERMINAL
 from qflow_node.core.flow import FlowIR
@@ -81,8 +82,12 @@ class Replica:
         return self.submission.subnet
 
 
-def open_replica(ledger: LedgerStore, submission: Submission) -> Replica:
-    """A replica from a verified submission whose flow and inputs blocks are local."""
+def open_replica(
+    ledger: LedgerStore, submission: Submission, critical: CriticalKeys | None = None
+) -> Replica:
+    """A replica from a verified submission whose flow and inputs blocks are local;
+    `critical`, the subnet policy's keys its critical steps' certificates are checked
+    with (docs/consensus.md, "Replicas")."""
     store = ledger.store
     try:
         ir = checked_flow(ledger, submission.flow)
@@ -92,7 +97,11 @@ def open_replica(ledger: LedgerStore, submission: Submission) -> Replica:
             f"execution {submission.cid.encode()}: flow or inputs unusable: {exc}"
         ) from None
     replica = Replica(
-        submission.cid, submission, ir, inputs, eng.initial(ir, submission.cid.encode())
+        submission.cid,
+        submission,
+        ir,
+        inputs,
+        eng.initial(ir, submission.cid.encode(), critical),
     )
     refresh(replica, ledger)
     return replica
@@ -133,13 +142,13 @@ def refresh(replica: Replica, ledger: LedgerStore) -> bool:
     if set(heads) == set(replica.heads):
         return False
     if not heads:  # rewound to nothing (its exec.started was lost with a crash)
-        replica.state = eng.initial(replica.ir, replica.exec.encode())
+        replica.state = eng.initial(replica.ir, replica.exec.encode(), replica.state.critical)
         replica.heads, replica.records = (), 0
         return True
     if replica.started and len(heads) == 1 and _extend(replica, ledger, heads[0]):
         return True
     try:
-        folded = replay(ledger, replica.exec)
+        folded = replay(ledger, replica.exec, critical=replica.state.critical)
     except ReplayError as exc:
         raise ReplicaError(str(exc)) from None
     replica.state = folded.state

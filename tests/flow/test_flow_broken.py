@@ -42,6 +42,7 @@ def test_the_corpus_covers_every_required_case() -> None:
         "http-without-capability",
         "run-path-missing",
         "unknown-step-kind",
+        "critical-not-run",
     }
     assert all(p.with_suffix(".expected").is_file() for p in CASES)
 

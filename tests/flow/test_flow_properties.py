@@ -78,12 +78,12 @@ def step_models(draw: st.DrawFn, ids: list[str], depth: int) -> Model:
                 )
             ),
             attempts=draw(st.integers(1, 3)),
-            critical=draw(st.booleans()),
         )
     elif kind == "run":
         model["with"] = draw(
             st.dictionaries(st.sampled_from(["a", "b"]), st.integers(0, 9) | st.just("inputs"))
         )
+        model["critical"] = draw(st.booleans())
     elif kind == "if":
         model["then"] = draw(step_lists(ids, depth + 1, 1))
         model["else"] = draw(step_lists(ids, depth + 1, 0))
@@ -193,7 +193,8 @@ def spell_step(draw: Draw, m: Model) -> dict[str, Any]:
         step["run"] = MODULE
         if m["with"] or draw(st.booleans()):
             step["with"] = shuffled(draw, {k: expression(draw, v) for k, v in m["with"].items()})
-        maybe(draw, step, "critical", False)
+        if m["critical"] or draw(st.booleans()):
+            step["critical"] = m["critical"]
     elif kind == "if":
         body = {"condition": expression(draw, "inputs.x > 1"), "then": spell_steps(draw, m["then"])}
         if m["else"] or draw(st.booleans()):
@@ -248,8 +249,6 @@ def spell_http(draw: Draw, m: Model, step: dict[str, Any]) -> None:
         maybe(draw, retry, "delay", duration(draw, 1000))
         maybe(draw, retry, "jitter", draw(st.sampled_from(["0s", "0ms"])))
         step["retry"] = shuffled(draw, retry)
-    if m["critical"] or draw(st.booleans()):
-        step["critical"] = m["critical"]
 
 
 def spell_flow(draw: Draw, m: Model) -> dict[str, Any]:

@@ -98,6 +98,12 @@ heartbeat_interval = 0.5
          "exceeds 2097152"),
         ("[membership]\nheartbeat_interval = 0", Overrides(listen=["/ip4/127.0.0.1/tcp/0"]),
          "[membership] heartbeat_interval: must be at least 0.05"),
+        ('[critical]\nshare = "s.share"', Overrides(listen=["/ip4/127.0.0.1/tcp/0"]),
+         "[critical] policy: missing (the subnet policy block file)"),
+        ("[critical]\npolicy = 3", Overrides(listen=["/ip4/127.0.0.1/tcp/0"]),
+         "[critical] policy: must be a path (a string), got 3"),
+        ('[critical]\npolicy = "p"\nkeys = "k"', Overrides(listen=["/ip4/127.0.0.1/tcp/0"]),
+         "[critical]: unknown key 'keys'"),
     ],
 )  # fmt: skip
 def test_bad_values_are_reported_with_their_place(
@@ -106,6 +112,13 @@ def test_bad_values_are_reported_with_their_place(
     with pytest.raises(ConfigError) as caught:
         parse_config(tomllib.loads(text), source="config.toml", overrides=overrides)
     assert message in str(caught.value)
+
+
+def test_the_critical_section_names_the_policy_and_share() -> None:
+    text = '[node]\nlisten = ["/ip4/127.0.0.1/tcp/0"]\n[critical]\npolicy = "p.cbor"\nshare = "s"'
+    critical = parse_config(tomllib.loads(text)).critical
+    assert critical is not None and (critical.policy, critical.share) == (Path("p.cbor"), Path("s"))
+    assert parse_config(tomllib.loads(text.split("[critical]", maxsplit=1)[0])).critical is None
 
 
 def test_unreadable_and_malformed_files(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ protocol unsupported), which the coordinator sees as silence.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -32,13 +33,17 @@ from qflow_node.core.policy import PolicyDocument
 from qflow_node.core.scheduling import Slot
 from qflow_node.crypto import sign
 from qflow_node.identity import SigningKey
+from qflow_node.identity.sealed import seal_share
 from qflow_node.net.host import build_host
 from qflow_node.net.reqresp import Direct
+from qflow_node.runtime.config import CriticalFiles
 from qflow_node.runtime.critical_service import (
     CriticalConfig,
     CriticalError,
     CriticalService,
+    CriticalSetupError,
     LockJournal,
+    load_critical,
 )
 
 LOOPBACK = [Multiaddr("/ip4/127.0.0.1/tcp/0")]
@@ -55,6 +60,7 @@ class Cluster:
     policy: PolicyDocument
     root: Path
     computes: list[Outcome | None]  # what each validator's re-execution gives
+    nursery: trio.Nursery
 
     def service(self, i: int, *, serving: bool = True) -> CriticalService:
         share = committee(3, 5).shares[i]  # the policy's keys were dealt from the same seed
@@ -64,7 +70,7 @@ class Cluster:
             assert prepare.slot == SLOT
             return self.computes[i]
 
-        return CriticalService(
+        service = CriticalService(
             KEYS[i].peer_id,
             self.hosts[i],
             config,
@@ -72,6 +78,8 @@ class Cluster:
             reexecute=reexecute,
             settings=QUICK,
         )
+        self.nursery.start_soon(service.run)
+        return service
 
 
 @asynccontextmanager
@@ -87,7 +95,9 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         for i, dialer in enumerate(hosts):
             for other in hosts[i + 1 :]:
                 await dialer.host.connect(info_from_p2p_addr(other.host.get_addrs()[0]))
-        yield Cluster(hosts, policy, tmp_path, [PAID] * 5)
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        yield Cluster(hosts, policy, tmp_path, [PAID] * 5, nursery)
+        nursery.cancel_scope.cancel()
 
 
 async def run_round(coordinator: CriticalService, proposal: Outcome | None = PAID) -> Decision:
@@ -147,3 +157,27 @@ async def test_a_malformed_request_gets_a_precise_error_and_changes_nothing(
         answer = await service.answer(KEYS[0].peer_id, b"\xa1\x61x\x01")
         assert b"bad request" in answer
         assert service.validator is not None and service.validator.locks() == ()
+
+
+def test_the_critical_files_are_checked_before_a_node_boots(tmp_path: Path) -> None:
+    shares = committee(3, 5).shares
+    policy = PolicyDocument.create(
+        subnet="s", validators=[k.peer_id for k in KEYS], keys=committee(3, 5).keys
+    )
+    (tmp_path / "policy.cbor").write_bytes(policy.to_block().data)
+    for i in (0, 1):
+        sealed = seal_share(KEYS[i].peer_id, "s", policy.cid, i + 1, shares[i].to_bytes())
+        (tmp_path / f"{i}.share").write_bytes(sealed.to_bytes())
+    loaded = load_critical(tmp_path, CriticalFiles(Path("policy.cbor"), Path("0.share")), KEYS[0])
+    assert loaded.cid == policy.cid and loaded.share == shares[0]
+    assert load_critical(tmp_path, CriticalFiles(Path("policy.cbor")), KEYS[4]).share is None
+    stranger = SigningKey(b"\x09" * 32)
+    cases = [
+        (CriticalFiles(Path("none.cbor")), KEYS[0], "No such file"),
+        (CriticalFiles(Path("0.share")), KEYS[0], "[critical] policy:"),
+        (CriticalFiles(Path("policy.cbor"), Path("1.share")), KEYS[0], "[critical] share"),
+        (CriticalFiles(Path("policy.cbor"), Path("0.share")), stranger, "is not a validator"),
+    ]
+    for files, key, message in cases:
+        with pytest.raises(CriticalSetupError, match=re.escape(message)):
+            load_critical(tmp_path, files, key)

@@ -12,6 +12,7 @@ import pytest
 from qflow_node.cli.init_cmd import init_repo
 from qflow_node.codec import CID
 from qflow_node.core import engine as eng
+from qflow_node.core.critical import CriticalKeys
 from qflow_node.core.flow import FlowIR
 from qflow_node.core.submission import Submission
 from qflow_node.flow_loader import load_flow
@@ -87,9 +88,9 @@ def test_a_longer_gap_is_folded_again(history: History, monkeypatch: pytest.Monk
     replica = history.replica_at(0)
     folds: list[CID] = []
 
-    def counted(ledger: LedgerStore, exec: CID) -> Replay:
+    def counted(ledger: LedgerStore, exec: CID, critical: CriticalKeys | None = None) -> Replay:
         folds.append(exec)
-        return replay(ledger, exec)
+        return replay(ledger, exec, critical=critical)
 
     monkeypatch.setattr(replica_module, "replay", counted)
     history.ledger.merge(history.exec, [history.records[-1]])  # the other seven at once

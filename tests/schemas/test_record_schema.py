@@ -13,10 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from qflow_node.codec import raw_block
+from qflow_node.codec import dag_block, raw_block
 from qflow_node.codec.dagjson import to_dag_json
+from qflow_node.core.critical import Decision, Outcome
+from qflow_node.core.critical.testing import certify, committee
 from qflow_node.core.ledger import KINDS
-from qflow_node.core.ledger.testing import KEYS, Replica, World
+from qflow_node.core.ledger.testing import KEYS, SUBMISSION, Replica, World
+from qflow_node.core.scheduling import Slot
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "record.v1.json"
 SCHEMA = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
@@ -159,5 +162,91 @@ def test_broken_records_do_not_validate(case: str) -> None:
     make, mutate = BROKEN[case]
     doc = make()
     VALIDATOR.validate(doc)  # the base is valid: the mutation alone breaks it
+    mutate(doc)
+    assert not VALIDATOR.is_valid(doc), case
+
+
+# -- the quorum certificate of a critical step ---------------------------------------------
+
+GROUP = committee(3, 4)
+CRITICAL_SLOT = Slot(SUBMISSION.cid, "pay", 1)
+
+
+def critical_world() -> World:
+    """A commit-certified completion and an abort-certified failure of step `pay`."""
+    world = World()
+    replica = Replica(KEYS[0])
+    world.append(replica)
+    value = dag_block({"paid": 10}).cid
+    outcome = Outcome(SUBMISSION.cid, "pay", 1, "completed", value)
+    aborted = certify(GROUP, CRITICAL_SLOT, Decision.abort())
+    world.append(replica, "step.failed", step="pay", attempt=1, quorum=aborted)
+    commit = certify(GROUP, CRITICAL_SLOT, Decision.commit(outcome))
+    world.append(replica, "step.completed", step="pay", attempt=1, quorum=commit)
+    return world
+
+
+def certified(kind: str) -> Callable[[], dict[str, Any]]:
+    def make() -> dict[str, Any]:
+        return next(d for d in as_json(critical_world()) if d["kind"] == kind)
+
+    return make
+
+
+def test_records_with_a_certificate_validate() -> None:
+    documents = as_json(critical_world())
+    assert [d["quorum"]["decision"] for d in documents if d["quorum"]] == ["abort", "commit"]
+    for doc in documents:
+        VALIDATOR.validate(doc)
+
+
+def set_quorum(change: Callable[[dict[str, Any]], Any]) -> Mutation:
+    def mutate(doc: dict[str, Any]) -> None:
+        change(doc["quorum"])
+
+    return mutate
+
+
+CERTIFIED_BROKEN: dict[str, tuple[Callable[[], dict[str, Any]], Mutation]] = {
+    "quorum on another kind": (certified("step.completed"), set_field("kind", "timer.fired")),
+    "abort on a completion": (certified("step.failed"), set_field("kind", "step.completed")),
+    "commit without outcome": (
+        certified("step.completed"),
+        set_quorum(lambda q: q.update(outcome=None)),
+    ),
+    "abort with an outcome": (
+        certified("step.completed"),
+        set_quorum(lambda q: q.update(decision="abort")),
+    ),
+    "unknown decision": (certified("step.failed"), set_quorum(lambda q: q.update(decision="veto"))),
+    "raw policy": (
+        certified("step.failed"),
+        set_quorum(lambda q: q.update(policy={"/": "bafkrei" + "a" * 52})),
+    ),
+    "sig of 64 bytes": (
+        certified("step.failed"),
+        set_quorum(lambda q: q.update(sig={"/": {"bytes": GOOD_SIG}})),
+    ),
+    "extra field": (certified("step.failed"), set_quorum(lambda q: q.update(t=3))),
+    "outcome missing error": (
+        certified("step.completed"),
+        set_quorum(lambda q: q["outcome"].pop("error")),
+    ),
+    "completed with an error": (
+        certified("step.completed"),
+        set_quorum(lambda q: q["outcome"].update(error='{"kind":"t","message":""}')),
+    ),
+    "failed with a value": (
+        certified("step.completed"),
+        set_quorum(lambda q: q["outcome"].update(status="failed", error="x")),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CERTIFIED_BROKEN))
+def test_broken_certificates_do_not_validate(case: str) -> None:
+    make, mutate = CERTIFIED_BROKEN[case]
+    doc = make()
+    VALIDATOR.validate(doc)
     mutate(doc)
     assert not VALIDATOR.is_valid(doc), case

@@ -7,6 +7,9 @@
   of every partial, equivocation proofs, and the certificate. It aborts only on proof
   (`n - t + 1` validators shown not to sign its proposal); a timeout ends the round
   without a decision, never in an abort;
+- `replica`: what a replica checks before applying a critical step's record: the outcome
+  a recorded event stands for (`outcome_of`), the policy keys it checks certificates
+  with (`CriticalKeys`), and the check (`quorum_problem`);
 - `fields`: the strict readers behind every `from_obj`;
 - `testing`: committees, honest and Byzantine validators, a message pump (tests only).
 """
@@ -38,6 +41,12 @@ from qflow_node.core.critical.messages import (
     encode_message,
     message_from_obj,
 )
+from qflow_node.core.critical.replica import (
+    ABORTED,
+    CriticalKeys,
+    outcome_of,
+    quorum_problem,
+)
 from qflow_node.core.critical.statement import (
     STATEMENT_TYPE,
     Certificate,
@@ -58,6 +67,7 @@ from qflow_node.core.critical.validator import (
 )
 
 __all__ = [
+    "ABORTED",
     "MAX_MESSAGE_SIZE",
     "STATEMENT_TYPE",
     "AbortRequest",
@@ -65,6 +75,7 @@ __all__ = [
     "Certificate",
     "Coordinator",
     "CoordinatorAction",
+    "CriticalKeys",
     "Decided",
     "Decision",
     "Equivocation",
@@ -93,6 +104,8 @@ __all__ = [
     "error_text",
     "message_from_obj",
     "outcome_digest",
+    "outcome_of",
+    "quorum_problem",
     "statement_bytes",
     "verify_certificate",
 ]

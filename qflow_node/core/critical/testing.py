@@ -1,10 +1,11 @@
 """Committees, validators and a message pump for tests and simulations (not used at run time).
 
 Everything is deterministic and in-process: `committee` deals a t-of-n key from a known
-secret with a seeded byte stream; `Honest` is a validator node with its lock journal
-(what the shell would fsync) and its own outcome of the step; `Byzantine` signs whatever
-it is asked and answers queries with a chosen lie; `run_round` wires a coordinator to
-them over a lossless, in-order network unless told which sends to drop.
+secret with a seeded byte stream; `certify` makes the certificate t of its members sign;
+`Honest` is a validator node with its lock journal (what the shell would fsync) and its
+own outcome of the step; `Byzantine` signs whatever it is asked and answers queries with
+a chosen lie; `run_round` wires a coordinator to them over a lossless, in-order network
+unless told which sends to drop.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from qflow_node.core.critical.messages import (
     SignedDecision,
     Vote,
 )
-from qflow_node.core.critical.statement import Decision, Outcome, statement_bytes
+from qflow_node.core.critical.statement import Certificate, Decision, Outcome, statement_bytes
 from qflow_node.core.critical.validator import Lock, PersistLock, Reply, Validator
 from qflow_node.core.scheduling.rank import Slot
-from qflow_node.crypto import KeySet, SecretKey, Share, deal, partial_sign, seeded_rng
+from qflow_node.crypto import KeySet, SecretKey, Share, combine, deal, partial_sign, seeded_rng
 
 SUBNET = "dao"
 POLICY = cid_for(b"policy: validators 1..n, group key, whitelist", DAG_CBOR)
@@ -57,6 +58,27 @@ def committee(
 ) -> Committee:
     shares, commitments = deal(secret, threshold, size, seeded_rng(seed))
     return Committee(KeySet(size, commitments), shares, secret)
+
+
+def certify(
+    group: Committee,
+    slot: Slot,
+    decision: Decision,
+    *,
+    subnet: str = SUBNET,
+    policy: CID = POLICY,
+    signers: tuple[int, ...] | None = None,
+) -> Certificate:
+    """The certificate t members (`signers`, default the first t) make for `decision` on
+    `slot`: partial signatures of the statement, combined."""
+    statement = statement_bytes(subnet, policy, slot, decision)
+    chosen = signers if signers is not None else tuple(s.index for s in group.shares)
+    partials = {
+        share.index: partial_sign(share, statement)
+        for share in group.shares
+        if share.index in chosen[: group.keys.threshold]
+    }
+    return Certificate(policy, decision, combine(partials, group.keys.threshold).to_bytes())
 
 
 Request = Prepare | AbortRequest | Query

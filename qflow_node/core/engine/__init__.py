@@ -8,6 +8,7 @@ from recorded timestamps, so every replica folding the same records computes the
 state and the same next actions. docs/engine.md is the reference.
 """
 
+from qflow_node.core.critical.replica import CriticalKeys
 from qflow_node.core.engine.actions import (
     Action,
     AwaitApproval,
@@ -35,6 +36,7 @@ __all__ = [
     "AwaitEvent",
     "CompleteExecution",
     "CompleteStep",
+    "CriticalKeys",
     "EvalError",
     "Event",
     "ExecState",

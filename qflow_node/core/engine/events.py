@@ -30,6 +30,9 @@ class Event:
     exec.completed: the output (JSON); step.failed, exec.failed: {"kind", "message"};
     event.received: {"topic", "event"}; timer.fired: {"due": ms}; others: null.
     `delta` is the step's CRDT update (the record's `state` block), if any.
+    `quorum` is the validators' certificate of a critical step's step.completed or
+    step.failed: its map (`Certificate.to_obj()` form) as the record holds it, which the
+    engine parses, or a `qflow_node.core.critical.Certificate`; None otherwise.
     """
 
     kind: str
@@ -40,6 +43,7 @@ class Event:
     actor: str | None = None
     delta: bytes | None = None
     ref: str = ""  # the record's CID, for messages
+    quorum: Any = None
 
 
 @dataclass(frozen=True, slots=True)

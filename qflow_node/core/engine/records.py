@@ -133,4 +133,5 @@ def event_of(cid: CID, record: Record, fetch: Fetch) -> Event:
         actor=record.actor,
         delta=delta,
         ref=cid.encode(),
+        quorum=record.quorum,
     )

@@ -1,5 +1,10 @@
 """`apply(state, event)`: the next state, or a Rejection saying why the event is illegal.
 `fold(events)`: apply them in order. `next_actions(state, now)`: what is due.
+
+A critical step (`critical: true`) is settled only by a record whose quorum certificate
+verifies under the subnet policy's keys given to `initial` (docs/consensus.md,
+"Replicas"), or by a failure the engine decided itself; no other event may carry a
+certificate.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from typing import Any, Final
 
 import jsonschema
 
+from qflow_node.core.critical import CriticalKeys, quorum_problem
 from qflow_node.core.engine import events as ev
 from qflow_node.core.engine.actions import (
     Action,
@@ -53,8 +59,13 @@ _STATIC: dict[int, tuple[FlowIR, FlowIndex]] = {}
 _STATIC_MAX: Final = 256
 
 
-def initial(flow: FlowIR, exec_id: str) -> ExecState:
-    """The state before the execution's first record."""
+def initial(flow: FlowIR, exec_id: str, critical: CriticalKeys | None = None) -> ExecState:
+    """The state before the execution's first record.
+
+    `critical`: the subnet policy's keys, to check the certificates of critical steps'
+    records with (`exec_id` must then be the execution's CID, as text). Without them a
+    critical step's completion or failure is refused.
+    """
     cached = _STATIC.get(id(flow))
     if cached is None or cached[0] is not flow:
         template = FlowIndex.of(flow, step_uses_vars)
@@ -62,12 +73,17 @@ def initial(flow: FlowIR, exec_id: str) -> ExecState:
         if len(_STATIC) >= _STATIC_MAX:
             _STATIC.clear()
         _STATIC[id(flow)] = cached = (flow, template)
-    return ExecState(cached[1].fresh(), exec_id)
+    return ExecState(cached[1].fresh(), exec_id, critical=critical)
 
 
-def fold(flow: FlowIR, exec_id: str, events: Iterable[Event]) -> tuple[ExecState, list[Rejection]]:
+def fold(
+    flow: FlowIR,
+    exec_id: str,
+    events: Iterable[Event],
+    critical: CriticalKeys | None = None,
+) -> tuple[ExecState, list[Rejection]]:
     """The state after `events` (in replay order), and the events refused on the way."""
-    state = initial(flow, exec_id)
+    state = initial(flow, exec_id, critical)
     rejected: list[Rejection] = []
     for event in events:
         result = apply(state, event)
@@ -103,6 +119,8 @@ def apply(state: ExecState, event: Event) -> ExecState | Rejection:
         return Rejection(reason, event)
 
     kind = event.kind
+    if event.quorum is not None and kind not in (ev.STEP_COMPLETED, ev.STEP_FAILED):
+        return reject("only a step.completed or step.failed carries a quorum certificate")
     if kind == ev.EXEC_STARTED:
         if state.status != NEW:
             # A concurrent start by another node: same submission, so nothing new
@@ -202,9 +220,15 @@ def _step_event(state: ExecState, event: Event, actions: list[StepAction]) -> Ex
                 return Rejection("the recorded output differs from the engine's", event)
             if isinstance(action, RunStep) and event.ts < action.due:
                 return Rejection(f"attempt {event.attempt} was not due before {action.due}", event)
+            problem = _quorum_problem(state, name, event, action)
+            if problem is not None:
+                return Rejection(problem, event)
             done = Instance(COMPLETED, event.attempt, event.ts, output=event.value)
             return _set(state, name, done, delta=event.delta)
         if kind == ev.STEP_FAILED and isinstance(action, RunStep | FailStep):
+            problem = _quorum_problem(state, name, event, action)
+            if problem is not None:
+                return Rejection(problem, event)
             return _failed(state, name, event)
         if kind == ev.TIMER_FIRED and isinstance(action, FireTimer):
             if event.ts < action.due:
@@ -222,6 +246,29 @@ def _step_event(state: ExecState, event: Event, actions: list[StepAction]) -> Ex
     )
 
 
+def _quorum_problem(state: ExecState, name: str, event: Event, action: StepAction) -> str | None:
+    """Why the step.completed / step.failed `event` of instance `name`, settling `action`,
+    may not be applied for want of a valid quorum certificate, or None.
+
+    A critical step's run needs one that verifies (`quorum_problem`: one pairing check).
+    A failure the engine decided itself (FailStep: its input cannot be evaluated) ran
+    nothing and is the same on every replica, so it needs none, but must be exactly the
+    engine's. Any other step carries none, so a certificate has one meaning."""
+    critical = _step_of(state, name)["critical"]
+    if critical and isinstance(action, FailStep):
+        where = f"critical step {name} attempt {event.attempt}"
+        if event.value != action.error:
+            return f"{where}: the recorded failure differs from the engine's"
+        if event.quorum is not None:
+            return f"{where}: the engine decided this failure, so it carries no quorum certificate"
+        return None
+    if not critical:
+        if event.quorum is None:
+            return None
+        return f"step {name} is not critical: its {event.kind} cannot carry a quorum certificate"
+    return quorum_problem(state.critical, state.exec_id, event)
+
+
 def _step_of(state: ExecState, name: str) -> StepIR:
     parsed = parse_instance(name)
     assert parsed is not None
@@ -231,7 +278,9 @@ def _step_of(state: ExecState, name: str) -> StepIR:
 def _failed(state: ExecState, name: str, event: Event) -> ExecState:
     step = _step_of(state, name)
     err = event.value if isinstance(event.value, dict) else ev.error("failed", str(event.value))
-    retryable = err.get("kind") != "expression"  # the same inputs would fail the same way
+    # An expression error would recur (same inputs); anything else may pass next time,
+    # an attempt the validators aborted (kind ABORTED, a critical step) included.
+    retryable = err.get("kind") != "expression"
     if retryable and step["kind"] in EXECUTED and event.attempt < step["retry"]["max_attempts"]:
         return _set(state, name, Instance(RETRY, event.attempt, event.ts, error=err))
     return _set(state, name, Instance(FAILED, event.attempt, event.ts, error=err))

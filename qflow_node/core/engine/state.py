@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from pycrdt import Doc, Map
 
+from qflow_node.core.critical import CriticalKeys
 from qflow_node.core.engine.index import FlowIndex
 from qflow_node.core.flow import FlowIR
 
@@ -55,6 +56,7 @@ class ExecState:
         "_vars",
         "applied",
         "completed_order",
+        "critical",
         "cursors",
         "deltas",
         "error",
@@ -85,9 +87,14 @@ class ExecState:
         error: dict[str, Any] | None = None,
         applied: int = 0,
         vars_cache: dict[str, Any] | None = None,
+        critical: CriticalKeys | None = None,
     ) -> None:
         self.index = index
         self.exec_id = exec_id
+        # The subnet policy's keys that critical steps' certificates are checked with: a
+        # setting of the replica, fixed for the execution (not folded from records, so
+        # not in `snapshot`). None: no critical step's record can be applied.
+        self.critical = critical
         self.status = status
         self.inputs = inputs
         self.instances: dict[str, Instance] = instances if instances is not None else {}
@@ -127,7 +134,7 @@ class ExecState:
         fields.update(changes)
         if fields["deltas"] is self.deltas:
             fields["vars_cache"] = self._vars  # same deltas, same variables
-        return ExecState(self.index, self.exec_id, **fields)
+        return ExecState(self.index, self.exec_id, critical=self.critical, **fields)
 
     def vars_update(self) -> bytes:
         """The variables document as one Yjs update (a step's `state` snapshot)."""

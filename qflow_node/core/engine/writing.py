@@ -31,7 +31,9 @@ def event_blocks(
 
     The payload is `payload` when given (exec.started: the submission), else `output`
     as a raw block (a step's exact output bytes), else the event's value as JSON.
-    `parents` are the writer's current heads with their clocks.
+    `parents` are the writer's current heads with their clocks. The event's `quorum` (a
+    `Certificate` or its map) goes into the record's; RecordError if it is no certificate
+    of this record's slot.
     """
     blocks: list[Block] = []
     if payload is None:
@@ -54,6 +56,7 @@ def event_blocks(
         attempt=event.attempt,
         state=state,
         actor=event.actor,
+        quorum=event.quorum,
     )
     return blocks, record_block, record
 

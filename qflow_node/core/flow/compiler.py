@@ -268,7 +268,8 @@ class _Compiler:
             "timeout_ms": self._duration(src.get("timeout"), (*path, "timeout"), positive=True),
             "retry": self._retry(src.get("retry"), (*path, "retry")),
             "compensate": None,
-            "critical": src.get("critical") is True,
+            # Only a run step may be critical; the schema names any other that says so.
+            "critical": kind == "run" and src.get("critical") is True,
             "capabilities": normalise_capabilities(
                 src.get("capabilities"), (*path, "capabilities"), self.report
             ),
@@ -284,12 +285,28 @@ class _Compiler:
     def _run(
         self, src: Any, path: Path, at: _At, step: dict[str, Any], node: dict[str, Any]
     ) -> dict[str, Any]:
+        if node["critical"]:
+            self._check_critical(path[:-1], step, node)
         return {
             "module": self._module(src, path),
             "with": self._template(
                 step.get("with", {}), (*path[:-1], "with"), at.here, loop=at.loop
             ),
         }
+
+    def _check_critical(self, path: Path, step: dict[str, Any], node: dict[str, Any]) -> None:
+        """A critical step is re-executed by every validator, which must all compute the
+        same outcome (docs/consensus.md, "Split locks"): no network access."""
+        caps = step.get("capabilities")
+        for i, cap in enumerate(caps if isinstance(caps, list) else []):
+            if isinstance(cap, dict) and cap.get("op") == "http.fetch":
+                self.report(
+                    (*path, "critical"),
+                    f"step {show(node['id'])} is critical, so it cannot use http.fetch "
+                    f"(capabilities[{i}]): every validator re-executes a critical step and "
+                    "must get the same outcome",
+                    at_key=True,
+                )
 
     def _transform(
         self, src: Any, path: Path, at: _At, step: dict[str, Any], node: dict[str, Any]

@@ -50,6 +50,8 @@ class _Common(TypedDict):
     timeout_ms: int | None
     retry: RetryIR
     compensate: StepIR | None
+    # Commits through the subnet's validator quorum (docs/consensus.md). Only a run step
+    # may be critical; every other kind carries false.
     critical: bool
     capabilities: list[CapabilityIR]
 

@@ -29,11 +29,13 @@ KINDS: Final = LEAF_KINDS + CONTROL_KINDS
 COMPENSATION_KINDS: Final = ("run", "http", "flow")
 
 # Keys a step of each kind may have besides `id`, `on_error` and its kind key.
+# `critical` only on run steps: a critical step is re-executed by every validator, so it
+# must be a deterministic wasm module (docs/consensus.md, "Split locks").
 KIND_KEYS: Final[dict[str, tuple[str, ...]]] = {
     "run": ("with", "retry", "timeout", "compensate", "critical", "capabilities"),
     "transform": (),
     "validate": (),
-    "http": ("retry", "timeout", "compensate", "critical", "capabilities"),
+    "http": ("retry", "timeout", "compensate", "capabilities"),
     "sleep": (),
     "wait_for": (),
     "approval": (),
@@ -117,7 +119,11 @@ def _step_schema(*, compensation: bool) -> dict[str, Any]:
         "retry": _ref("retry"),
         "timeout": _ref("duration"),
         "compensate": _ref("compensation"),
-        "critical": {"type": "boolean", "default": False},
+        "critical": {
+            "type": "boolean",
+            "default": False,
+            "description": "run steps only: commit through the subnet's validator quorum",
+        },
         "capabilities": {"type": "array", "maxItems": len(OPERATIONS), "items": _ref("capability")},
     }
     if compensation:

@@ -181,6 +181,9 @@ def _key_error(
             kinds = [k for k in KINDS if k in owner]
             if key in KINDS or len(kinds) != 1 or key not in _DEFS["step"]["properties"]:
                 return  # reported as an unknown key or as the wrong number of kinds
+            if key == "critical":
+                yield doc.error(where, _not_critical(doc, path, owner, kinds[0]), at_key=True)
+                return
             yield doc.error(where, f"{show(key)} is not allowed in a {kinds[0]} step", at_key=True)
         elif key in _DEFS["capability"]["properties"]:
             yield doc.error(where, f"{show(key)} is not allowed for {owner.get('op')}", at_key=True)
@@ -198,6 +201,23 @@ def _key_error(
     else:
         message = _message(error, where)
     yield doc.error(where, message, at_key=True)
+
+
+def _not_critical(
+    doc: Document, path: tuple[str | int, ...], owner: dict[str, Any], kind: str
+) -> str:
+    """Why `critical` is refused on a step of `kind` (anything but run), naming the step."""
+    name = owner.get("id")
+    if path and path[-1] == "compensate":  # a compensation is addressed <id>/compensate
+        parent = doc.value_at(path[:-1])
+        parent_id = parent.get("id") if isinstance(parent, dict) else None
+        name = f"{parent_id}/compensate" if isinstance(parent_id, str) else None
+    step = f"step {show(name)}" if isinstance(name, str) else "this step"
+    article = "an" if kind in ("http", "approval", "if") else "a"
+    return (
+        f"{step} is {article} {kind} step and cannot be critical: only a run step "
+        "(a deterministic wasm module, which every validator re-executes) may set critical"
+    )
 
 
 def _is_step_like(owner: dict[str, Any]) -> bool:

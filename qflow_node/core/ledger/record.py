@@ -15,7 +15,8 @@ A record is a dag-cbor map with exactly these 14 keys (docs/protocol.md is the s
     node     libp2p Ed25519 peer id (12D3KooW…) of the writer; its key verifies `sig`
     ts       int milliseconds since the Unix epoch, 0 ≤ ts < 2^63; informational only
     clock    {peer id: int ≥ 1}, non-empty, contains `node`
-    quorum   null (v1; a threshold certificate later)
+    quorum   null, or on step.completed / step.failed the validators' certificate
+             {policy, decision, outcome, sig} (a critical step: docs/consensus.md)
     sig      64 bytes: Ed25519 by `node` over SIG_DOMAIN + dag-cbor(record without sig)
 
 Everything here is per record; rules that need the parents (clock values, antichain)
@@ -37,6 +38,8 @@ from typing import Any, Final
 import cbrrr
 
 from qflow_node.codec import CID, DAG_CBOR, MAX_BLOCK_SIZE, Block, cid_for, encode_dag
+from qflow_node.core.critical.fields import FormatError
+from qflow_node.core.critical.statement import Certificate
 from qflow_node.core.ledger.clock import next_clock
 from qflow_node.core.ledger.errors import Reason, RecordError
 from qflow_node.identity.keys import (
@@ -98,6 +101,8 @@ KIND_RULES: Final[Mapping[str, tuple[int, bool]]] = {
     "event.received": (_ANY_STEP, False),
 }
 KINDS: Final = frozenset(KIND_RULES)
+# The kinds that settle a step attempt: only these may carry a quorum certificate.
+QUORUM_KINDS: Final = frozenset({"step.completed", "step.failed"})
 # DAG-CBOR key order: by encoded length, then bytewise.
 CANONICAL_ORDER: Final = tuple(sorted(FIELDS, key=lambda k: (len(k), k.encode())))
 GENESIS_KIND: Final = "exec.started"
@@ -127,8 +132,15 @@ class Record:
     ts: int
     clock: Mapping[str, int]
     sig: bytes
-    quorum: None = None
+    # The validators' certificate of a critical step, as recorded: `Certificate.to_obj()`
+    # form, shape-checked (`certificate` parses it).
+    quorum: dict[str, Any] | None = None
     v: int = VERSION
+
+    @property
+    def certificate(self) -> Certificate | None:
+        """`quorum` as a `Certificate` (it passed `check_record`, so it parses)."""
+        return None if self.quorum is None else Certificate.from_obj(self.quorum, "quorum")
 
     @classmethod
     def from_obj(cls, obj: Mapping[str, Any]) -> Record:
@@ -151,6 +163,7 @@ class Record:
             ts=obj["ts"],
             clock=dict(obj["clock"]),
             sig=obj["sig"],
+            quorum=obj["quorum"],
         )
 
     def to_obj(self) -> dict[str, Any]:
@@ -191,11 +204,15 @@ def _is_link(value: object) -> bool:
     )
 
 
-def check_record(obj: object) -> None:  # noqa: PLR0915 - one flat pass, see below
-    """Raise RecordError unless `obj` is a well-formed v1 record map (per-record rules).
+def check_record(obj: object) -> Certificate | None:  # noqa: PLR0915 - one flat pass
+    """Raise RecordError unless `obj` is a well-formed v1 record map (per-record rules);
+    return its quorum certificate, parsed, if it has one.
 
     This runs once per record on the verification hot path, so it is one flat function
-    of cheap type tests (split into helpers it cost 30% more).
+    of cheap type tests (split into helpers it cost 30% more). Only a record with a
+    certificate pays for more (`_check_quorum`: about 0.25 ms, the signature's subgroup
+    check); whether the certificate's signature verifies is the replica's check, which
+    knows the subnet's policy (`qflow_node.core.critical.quorum_problem`).
     """
     if type(obj) is not dict:
         raise _bad(f"a record is a map, got {type(obj).__name__}")
@@ -291,11 +308,46 @@ def check_record(obj: object) -> None:  # noqa: PLR0915 - one flat pass, see bel
     ts = obj["ts"]
     if type(ts) is not int or not 0 <= ts <= MAX_INT:
         raise _bad(f"'ts' must be an int of milliseconds in [0, 2^63), got {_show(ts)}")
-    if obj["quorum"] is not None:
-        raise _bad("'quorum' must be null in record v1")
     sig = obj["sig"]
     if type(sig) is not bytes or len(sig) != SIG_LEN:
         raise _bad(f"'sig' must be {SIG_LEN} bytes")
+    if obj["quorum"] is None:
+        return None
+    return _check_quorum(obj, kind)
+
+
+def _check_quorum(obj: dict[str, Any], kind: str) -> Certificate:
+    """The record's certificate: its shape (`Certificate.from_obj`: fields, links, a
+    96-byte G2 point in the subgroup) and its agreement with the record's own fields."""
+    if kind not in QUORUM_KINDS:
+        raise _bad(f"'quorum' must be null for kind {kind} (only step.completed and step.failed)")
+    try:
+        cert = Certificate.from_obj(obj["quorum"], "quorum")
+    except FormatError as exc:
+        raise _bad(f"'quorum' is not a certificate: {exc}") from None
+    outcome = cert.decision.outcome
+    if outcome is None:
+        if kind != "step.failed":
+            raise _bad("quorum.decision: an abort certificate only settles a step.failed")
+        return cert
+    status = "completed" if kind == "step.completed" else "failed"
+    for name, certified, own, field in (
+        ("exec", outcome.exec, obj["exec"], "'exec'"),
+        ("step", outcome.step, obj["step"], "'step'"),
+        ("attempt", outcome.attempt, obj["attempt"], "'attempt'"),
+        ("status", outcome.status, status, f"kind {kind}, i.e."),
+        ("delta", outcome.delta, obj["state"], "'state'"),
+    ):
+        if certified != own:
+            raise _bad(
+                f"quorum.outcome.{name}: {_show_value(certified)} is not the record's "
+                f"{field} {_show_value(own)}: the certificate is for another record"
+            )
+    return cert
+
+
+def _show_value(value: object) -> str:
+    return value.encode() if type(value) is CID else _show(value)
 
 
 def decode_obj(data: bytes) -> Any:
@@ -367,11 +419,14 @@ def new_record(
     attempt: int = 0,
     state: CID | None = None,
     actor: str | None = None,
+    quorum: Certificate | Mapping[str, Any] | None = None,
 ) -> tuple[Block, Record]:
     """Build and sign the next record of an execution.
 
     `parents` maps each current head to its clock; they must be the writer's whole head
-    set (an antichain), so the record links everything the writer has seen.
+    set (an antichain), so the record links everything the writer has seen. `quorum` is
+    the validators' certificate of a critical step's step.completed / step.failed (a
+    `Certificate` or its map); the signature covers it like every other field.
     """
     node = _peer_id(key.public_key)
     obj: dict[str, Any] = {
@@ -387,7 +442,7 @@ def new_record(
         "node": node,
         "ts": ts,
         "clock": next_clock(parents.values(), node),
-        "quorum": None,
+        "quorum": quorum.to_obj() if isinstance(quorum, Certificate) else quorum,
         "sig": bytes(SIG_LEN),  # placeholder so the field check sees a complete record
     }
     check_record(obj)
