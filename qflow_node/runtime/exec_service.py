@@ -971,7 +971,7 @@ class ExecService:
             return await self._commit_critical(replica, slot, action, outcome)
         output = None if outcome.error is not None else outcome.output
         return await self._commit(
-            replica, slot, lambda: _outcome_event(action, outcome, wall_ms()), output=output
+            replica, slot, lambda: outcome.event(action, wall_ms()), output=output
         )
 
     # -- critical steps (docs/consensus.md) ------------------------------------------------
@@ -995,7 +995,7 @@ class ExecService:
         if critical is None or critical.config.policy.subnet != replica.subnet:
             _log().warning("critical.no_policy", exec=exec, slot=slot.name, subnet=replica.subnet)
             return 0
-        event = _outcome_event(action, outcome, wall_ms())
+        event = outcome.event(action, wall_ms())
         proposal = outcome_of(replica.exec, event)
         tried = self._critical_rounds.get(slot, 0)
         self._critical_rounds[slot] = tried + 1
@@ -1053,7 +1053,7 @@ class ExecService:
         if policy is not None and isinstance(module, CID) and not policy.allows_module(module):
             raise Refused(f"module {module.encode()} is not whitelisted by the policy")
         outcome = await offload.run_sync(self.runner.execute, action, replica.exec, replica.state)
-        return outcome_of(replica.exec, _outcome_event(action, outcome, wall_ms()))
+        return outcome_of(replica.exec, outcome.event(action, wall_ms()))
 
     def allow_critical(self, peer: str, request: Prepare | AbortRequest) -> str | None:
         """Why a validator refuses `peer`'s request on policy grounds, None if allowed:
@@ -1617,20 +1617,6 @@ class _RecordWriter:
             blocks, record = [*blocks, record, *more], last
         self.blocks = [*blocks, record]
         return blocks, record
-
-
-def _outcome_event(action: eng.RunStep, outcome: StepOutcome, now: int) -> eng.Event:
-    """The event that records a step's run: completed with its value, or failed."""
-    if outcome.error is not None:
-        return eng.Event(ev.STEP_FAILED, action.instance, action.attempt, now, outcome.error)
-    return eng.Event(
-        ev.STEP_COMPLETED,
-        action.instance,
-        action.attempt,
-        now,
-        outcome.value,
-        delta=outcome.delta,
-    )
 
 
 def _outcome_blocks(event: eng.Event) -> list[Block]:

@@ -14,6 +14,7 @@ import httpx
 
 from qflow_node.codec import CID
 from qflow_node.core.engine import RunStep, error
+from qflow_node.core.engine.events import STEP_COMPLETED, STEP_FAILED, Event
 from qflow_node.core.engine.records import json_bytes
 from qflow_node.runtime.grants import LocalAuthority
 from qflow_node.sandbox import HTTP_FETCH, Limits, Sandbox, StepState, client_id_for, derive_seed
@@ -43,6 +44,15 @@ class StepOutcome:
     @classmethod
     def failed(cls, kind: str, message: str) -> StepOutcome:
         return cls(error=error(kind, message))
+
+    def event(self, action: RunStep, now: int) -> Event:
+        """The event that records this run of `action`: completed with its value, or
+        failed."""
+        if self.error is not None:
+            return Event(STEP_FAILED, action.instance, action.attempt, now, self.error)
+        return Event(
+            STEP_COMPLETED, action.instance, action.attempt, now, self.value, delta=self.delta
+        )
 
 
 def run_wasm(

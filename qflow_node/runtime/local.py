@@ -240,20 +240,9 @@ class _Execution:
             outcome = self.runner.execute(action, self.exec, self.state)
             now = self.runner.clock()
             if outcome.error is not None:
-                event = eng.Event(
-                    ev.STEP_FAILED, action.instance, action.attempt, now, outcome.error
-                )
-                return self._push(event)
+                return self._push(outcome.event(action, now))
             assert outcome.output is not None
-            event = eng.Event(
-                ev.STEP_COMPLETED,
-                action.instance,
-                action.attempt,
-                now,
-                outcome.value,
-                delta=outcome.delta,
-            )
-            return self._push(event, output=outcome.output)
+            return self._push(outcome.event(action, now), output=outcome.output)
         event = action_event(action, now)
         return self._push(event)
 
