@@ -121,6 +121,7 @@ class World:
         self.fault_counts: Counter[str] = Counter()
         self.submitted: list[Submitted] = []
         self.held_down: set[str] = set()  # killed launchers: down until the heal
+        self._ended_on: dict[CID, set[str]] = {}  # executions ended on nodes now crashed
         self._partition = 0
         self._recent: deque[tuple[str, bytes, str]] = deque(maxlen=256)
         self.net.on_publish = self._recent.append
@@ -210,7 +211,7 @@ class World:
             if not node.up or node.peer in self.held_down:
                 return
             self._count(fault.kind, node=node.name, until=round(fault.until, 3))
-            node.crash()
+            self._crash(node)
             self._nursery.start_soon(self._restart_at, node, fault.until)
         elif fault.kind == "partition":
             self._partition += 1
@@ -372,10 +373,22 @@ class World:
                 self.held_down.add(launcher.peer)
                 sub.launcher_killed = True
                 self._count("kill_launcher", node=launcher.name, exec=sub.exec.encode()[-10:])
-                launcher.crash()
+                self._crash(launcher)
+
+    def _crash(self, node: SimNode) -> None:
+        # What the node saw end goes down with it: noted first, so a flow that ended on
+        # a node killed later (for another flow) still counts as ended.
+        if node.services is not None:
+            ledger = node.services.ledger
+            for sub in self.submitted:
+                if self.checker.status(ledger, sub.exec) in ("completed", "failed"):
+                    self._ended_on.setdefault(sub.exec, set()).add(node.name)
+        node.crash()
 
     def _unended_killed_launchers(self) -> list[Submitted]:
         def ended(sub: Submitted) -> bool:
+            if self._ended_on.get(sub.exec, set()) - {sub.node}:
+                return True
             return any(
                 n.services is not None
                 and self.checker.status(n.services.ledger, sub.exec) in ("completed", "failed")

@@ -1,4 +1,5 @@
-"""The simulator's own bounds: a run always ends, in virtual time, with a verdict."""
+"""The simulator's own correctness: a run always ends, in virtual time, with a verdict, and
+its checks blame the node only for what the node did."""
 
 from __future__ import annotations
 
@@ -24,4 +25,12 @@ def test_a_restart_and_the_heal_at_one_instant_do_not_hang_the_world() -> None:
     runs; the heal saw the booting node as down and waited for it to stop, forever (the
     world ran on in virtual time; this is what made the CI seed set overrun)."""
     result = run(RunConfig(seed=10, nodes=10, profile="hostile"))
+    assert result.ok, "\n".join(str(v) for v in result.violations)
+
+
+def test_a_flow_that_ended_on_a_node_killed_later_counts_as_ended() -> None:
+    """Regression (soak seed 50051): a flow ended on n2, which was then killed as the
+    launcher of another flow; the killed-launcher check looked only at live nodes and
+    reported the first flow as stalled. What a node saw end is noted when it crashes."""
+    result = run(RunConfig(seed=50051, nodes=3, profile="hostile"))
     assert result.ok, "\n".join(str(v) for v in result.violations)
