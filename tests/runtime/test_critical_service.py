@@ -18,6 +18,7 @@ import pytest
 import trio
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
+from structlog.testing import capture_logs
 
 from qflow_node.codec import dag_block, raw_block
 from qflow_node.core.critical import (
@@ -31,7 +32,8 @@ from qflow_node.core.critical import (
 from qflow_node.core.critical.testing import SECRET, committee
 from qflow_node.core.policy import PolicyDocument
 from qflow_node.core.scheduling import Slot
-from qflow_node.crypto import sign
+from qflow_node.crypto import Share, sign
+from qflow_node.crypto.bls import R
 from qflow_node.identity import SigningKey
 from qflow_node.identity.sealed import seal_share
 from qflow_node.net.host import build_host
@@ -181,3 +183,40 @@ def test_the_critical_files_are_checked_before_a_node_boots(tmp_path: Path) -> N
     for files, key, message in cases:
         with pytest.raises(CriticalSetupError, match=re.escape(message)):
             load_critical(tmp_path, files, key)
+
+
+def _byzantine(c: Cluster, i: int, kind: type[CriticalService], share: Share) -> CriticalService:
+    async def reexecute(_peer: str, _prepare: Prepare) -> Outcome | None:
+        return c.computes[i]
+
+    service = kind(
+        KEYS[i].peer_id,
+        c.hosts[i],
+        CriticalConfig(c.policy, share),
+        journal=LockJournal(c.root / f"b{i}" / "critical-locks.log"),
+        reexecute=reexecute,
+        settings=QUICK,
+    )
+    c.nursery.start_soon(service.run)
+    return service
+
+
+async def test_a_forged_vote_is_reported_and_never_counted(tmp_path: Path) -> None:
+    """Validators 1 and 2 honest, 3 signing with a wrong share, 4 and 5 down: the forged
+    partial is named and not counted, so no certificate."""
+    async with cluster(tmp_path) as c:
+        honest = [c.service(i, serving=i < 2) for i in (0, 1, 3, 4)]
+        real = committee(3, 5).shares[2]
+        _byzantine(c, 2, CriticalService, Share(real.index, (real.value + 1) % R))
+        with capture_logs() as logs, trio.fail_after(30), pytest.raises(CriticalError):
+            await honest[0].decide(SLOT, PAID)
+    forged = [e for e in logs if e["event"] == "critical.invalid_partial"]
+    assert forged and {e["validator"] for e in forged} == {3}
+
+
+async def test_a_validator_that_lies_about_the_result_is_outvoted(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        c.computes[4] = OTHER  # validator 5 computes (or claims) another result
+        services = [c.service(i) for i in range(5)]
+        assert await run_round(services[0]) == Decision.commit(PAID)
+        assert services[4].validator is not None and services[4].validator.lock(SLOT) is None
