@@ -51,7 +51,7 @@ from qflow_node.core.critical import (
 )
 from qflow_node.core.policy import PolicyDocument, PolicyError, load_policy
 from qflow_node.core.scheduling import Slot
-from qflow_node.crypto import CryptoError, SecretKey, Share, public_key
+from qflow_node.crypto import CryptoError, Share, verify_share
 from qflow_node.identity import SigningKey
 from qflow_node.identity.keys import IdentityError
 from qflow_node.identity.sealed import SealedShare, open_share
@@ -173,7 +173,7 @@ def load_critical(repo: Path, files: CriticalFiles, key: SigningKey) -> Critical
         raise CriticalSetupError(f"[critical] share {files.share}: {exc.strerror}") from None
     except (IdentityError, CryptoError) as exc:
         raise CriticalSetupError(f"[critical] share {files.share}: {exc}") from None
-    if public_key(SecretKey(share.value)) != policy.share_key(index):
+    if not verify_share(share, policy.keys.commitments):
         raise CriticalSetupError(
             f"[critical] share {files.share}: share {index} does not match the policy's "
             "commitments (dealt for another key)"

@@ -37,7 +37,7 @@ VALUE = raw_block(b"paid 10")
 
 
 def vote(request: str = "prepare", signed: SignedDecision | None = SIGNED_X, **extra: Any) -> Vote:
-    return Vote(SUBNET, POLICY, SLOT, 2, request, signed, **extra)  # type: ignore[arg-type]
+    return Vote(SUBNET, POLICY, SLOT, 2, request, signed, **extra)  # type: ignore[arg-type]  # hostile values on purpose
 
 
 SAMPLES: list[Message] = [

@@ -97,7 +97,7 @@ def test_outcome_rules() -> None:
     with pytest.raises(FormatError, match=r"outcome.value"):
         Outcome(EXEC, "pay", 0, "failed", raw_block(b"x").cid, None, FAILED.error)
     with pytest.raises(FormatError, match=r"outcome.status"):
-        Outcome(EXEC, "pay", 0, "done", None, None, None)  # type: ignore[arg-type]
+        Outcome(EXEC, "pay", 0, "done", None, None, None)  # type: ignore[arg-type]  # a bad status on purpose
     with pytest.raises(FormatError, match=r"outcome.error"):
         Outcome(EXEC, "pay", 0, "failed", None, None, "")
     assert X.slot == SLOT

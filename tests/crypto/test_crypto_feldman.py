@@ -101,7 +101,7 @@ def test_bad_commitments_are_refused_naming_the_point(
     with pytest.raises(DecodeError, match=r"0 points, expected 1\.\.1024"):
         Commitments.from_list([])
     with pytest.raises(DecodeError, match="expected a list"):
-        Commitments.from_list(items[0])  # type: ignore[arg-type]
+        Commitments.from_list(items[0])  # type: ignore[arg-type]  # not a list, on purpose
 
 
 def test_share_encoding_refuses_scalars_at_or_above_r() -> None:

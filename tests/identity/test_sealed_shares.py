@@ -26,7 +26,7 @@ SHARE = bytes(range(32))
 
 
 def sealed(subnet: str = "dao", policy: object = POLICY, index: int = 2) -> SealedShare:
-    return seal_share(ALICE.peer_id, subnet, policy, index, SHARE)  # type: ignore[arg-type]
+    return seal_share(ALICE.peer_id, subnet, policy, index, SHARE)  # type: ignore[arg-type]  # hostile values on purpose
 
 
 def test_round_trip_through_the_file_form() -> None:
@@ -101,7 +101,7 @@ def test_a_box_relabelled_for_another_context_is_refused(
 ) -> None:
     item = sealed()
     fields = {"subnet": item.subnet, "policy": item.policy, "index": item.index, **header}
-    replayed = SealedShare(item.peer, box=item.box, **fields)  # type: ignore[arg-type]
+    replayed = SealedShare(item.peer, box=item.box, **fields)  # type: ignore[arg-type]  # hostile values on purpose
     with pytest.raises(SealedShareError, match=message):
         open_share(replayed, ALICE)
 
@@ -118,7 +118,7 @@ def test_the_context_the_caller_expects_is_checked(
     expected: dict[str, object], message: str
 ) -> None:
     with pytest.raises(SealedShareError, match=message):
-        open_share(sealed(), ALICE, **expected)  # type: ignore[arg-type]
+        open_share(sealed(), ALICE, **expected)  # type: ignore[arg-type]  # hostile values on purpose
 
 
 def test_seal_refuses_bad_input() -> None:
