@@ -10,11 +10,14 @@ import click
 
 from qflow_node.cli.errors import EXIT_CHECK_FAILED, fail, open_block_store
 from qflow_node.codec import CID
+from qflow_node.core.critical import CriticalKeys
 from qflow_node.core.engine import parse_instance
 from qflow_node.core.flow import step_index
+from qflow_node.core.policy import PolicyError, load_policy
 from qflow_node.identity.store import load_node_key
 from qflow_node.ledger_store import LedgerStore
 from qflow_node.repo import RepoPaths
+from qflow_node.runtime.config import ConfigError, load_config
 from qflow_node.runtime.grants import LocalAuthority
 from qflow_node.runtime.replay import Check, Replay, ReplayError, open_flow, replay
 from qflow_node.runtime.session import flow_modules
@@ -23,6 +26,27 @@ from qflow_node.sandbox import Sandbox, SubnetPolicy
 
 def _ledger(repo: Path) -> LedgerStore:
     return LedgerStore(open_block_store(repo), RepoPaths(repo))
+
+
+def repo_critical_keys(repo: Path) -> CriticalKeys | None:
+    """The keys of the subnet policy the repo's node runs under (`[critical] policy` in
+    its config), so that a replay checks certificates as the node does; None without."""
+    paths = RepoPaths(repo)
+    if not paths.config.exists():
+        return None
+    try:
+        files = load_config(paths.config).critical
+    except ConfigError as exc:
+        fail(f"{paths.config}: {exc}")
+    if files is None:
+        return None
+    try:
+        policy = load_policy((repo / files.policy).read_bytes(), path=str(files.policy))
+    except OSError as exc:
+        fail(f"[critical] policy {files.policy}: {exc.strerror}")
+    except PolicyError as exc:
+        fail(f"[critical] policy: {exc}")
+    return CriticalKeys(policy.subnet, policy.cid, policy.keys)
 
 
 def _state_json(result: Replay) -> dict[str, Any]:
@@ -45,7 +69,13 @@ def show_replay(
             parsed = parse_instance(until_step)
             if parsed is None or parsed[0] not in step_index(ir):
                 fail(f"--until {until_step}: no such step in the flow of {exec.encode()}")
-        result = replay(ledger, exec, until_step=until_step, until_record=until_record)
+        result = replay(
+            ledger,
+            exec,
+            until_step=until_step,
+            until_record=until_record,
+            critical=repo_critical_keys(repo),
+        )
     except ReplayError as exc:
         fail(str(exc), EXIT_CHECK_FAILED)
     data = _state_json(result)
@@ -79,7 +109,14 @@ def reexecute_command(repo: Path, exec: CID, *, as_json: bool) -> None:
         policy = SubnetPolicy(allowed_modules=flow_modules(ledger.store, ir))
         authority = LocalAuthority(load_node_key(RepoPaths(repo)))
         with Sandbox(ledger.store, policy=policy) as sandbox:
-            result = replay(ledger, exec, reexecute=sandbox, authority=authority, checks=checks)
+            result = replay(
+                ledger,
+                exec,
+                reexecute=sandbox,
+                authority=authority,
+                checks=checks,
+                critical=repo_critical_keys(repo),
+            )
     except ReplayError as exc:
         fail(str(exc), EXIT_CHECK_FAILED)
     ok = all(c.ok for c in checks) and not result.rejected

@@ -55,8 +55,12 @@ from qflow_node.core.critical import (
     ABORTED,
     AbortRequest,
     CriticalKeys,
+    FormatError,
     Outcome,
     Prepare,
+    decision_block,
+    decision_event_fields,
+    decision_outcome,
     outcome_of,
 )
 from qflow_node.core.engine import events as ev
@@ -944,9 +948,15 @@ class ExecService:
         written = 0
         control = replica.controls.get(slot.name)
         if control is not None:
-            written = await self._commit(replica, slot, lambda: control_event(control, wall_ms()))
-            replica.controls.pop(slot.name, None)
-            replica.controls_since.pop(slot.name, None)
+
+            def make() -> eng.Event:
+                return control_event(control, wall_ms())
+
+            deciding = eng.settles_decision(replica.state, make())
+            written = await self._commit_event(replica, slot, make)
+            if written or not deciding:  # a decision not certified yet is tried again
+                replica.controls.pop(slot.name, None)
+                replica.controls_since.pop(slot.name, None)
             return written
         if slot.name == START:
             return await self._commit(
@@ -959,10 +969,18 @@ class ExecService:
                 )
                 written += await self._commit_outcome(replica, slot, action, outcome)
             else:
-                written += await self._commit(
-                    replica, slot, lambda a=action: action_event(a, wall_ms())
-                )
+                written += await self._commit_event(replica, slot, _event_now(action))
         return written
+
+    async def _commit_event(
+        self, replica: Replica, slot: Slot, make_event: Callable[[], eng.Event]
+    ) -> int:
+        """Commit an event that runs nothing: through the validators first when it settles
+        a decision step (`_commit_decision`), else as it is."""
+        event = make_event()
+        if eng.settles_decision(replica.state, event):
+            return await self._commit_decision(replica, slot, event)
+        return await self._commit(replica, slot, make_event)
 
     async def _commit_outcome(
         self, replica: Replica, slot: Slot, action: eng.RunStep, outcome: StepOutcome
@@ -1027,6 +1045,67 @@ class ExecService:
         self._critical_rounds.pop(slot, None)
         return await self._commit(replica, slot, lambda: final, output=output)
 
+    async def _commit_decision(self, replica: Replica, slot: Slot, event: eng.Event) -> int:
+        """A decision (an approval, an event, a timeout: `eng.is_decision`) is written only
+        with the validators' certificate, so that the two sides of a partition cannot
+        both take one (docs/consensus.md, "Decisions"). If the slot is already certified
+        for another decision (a coordinator that got there first, maybe dead since), that
+        one is written: its block is on the validators that certified it."""
+        critical = self.critical
+        exec = replica.exec.encode()
+        if critical is None:  # a replica with policy keys but no service: not wired
+            _log().warning("critical.no_policy", exec=exec, slot=slot.name, subnet=replica.subnet)
+            return 0
+        assert event.step is not None
+        decision_slot = Slot(replica.exec, event.step, event.attempt)
+        proposal = decision_outcome(replica.exec, event)
+        tried = self._critical_rounds.get(decision_slot, 0)
+        self._critical_rounds[decision_slot] = tried + 1
+        try:
+            decided = await critical.decide(
+                decision_slot, proposal, [decision_block(event)], query_first=tried > 0
+            )
+        except CriticalError as exc:
+            _log().info("critical.round_failed", exec=exec, slot=event.step, error=str(exc))
+            return 0
+        certified = decided.decision.outcome
+        if certified is None:  # validators never abort a decision (they withhold votes)
+            _log().warning("critical.decision_aborted", exec=exec, slot=event.step)
+            return 0
+        if certified != proposal:
+            final = await self._certified_decision(replica, event, certified.value)
+            if final is None:
+                return 0
+        else:
+            final = event
+        self._critical_rounds.pop(decision_slot, None)
+        _log().info("critical.decided", exec=exec, slot=event.step, decision=final.kind)
+        certificate = decided.certificate
+        return await self._commit(replica, slot, lambda: replace(final, quorum=certificate))
+
+    async def _certified_decision(
+        self, replica: Replica, ours: eng.Event, value: CID | None
+    ) -> eng.Event | None:
+        """The event of the decision the validators certified instead of ours, from its
+        block (fetched from them); None if it cannot be had now (the lease lapses and the
+        slot is taken up again)."""
+        critical = self.critical
+        assert critical is not None and value is not None
+        peers = [v.peer for v in critical.config.policy.validators if v.peer != self.me]
+        try:
+            data = await self.blocks.get(value, peers=peers, within=SLOT_LIMITS.timeout)
+            kind, actor, decided = decision_event_fields(data)
+        except (StoreError, FormatError) as exc:
+            _log().warning(
+                "critical.decision_unavailable", exec=replica.exec.encode(), slot=ours.step,
+                error=str(exc),
+            )  # fmt: skip
+            return None
+        ts = wall_ms()
+        if kind == ev.TIMER_FIRED and isinstance(decided, dict):
+            ts = max(ts, int(decided.get("due", ts)))  # due on the validators' clocks
+        return eng.Event(kind, ours.step, ours.attempt, ts, decided, actor=actor)
+
     async def reexecute(self, peer: str, prepare: Prepare) -> Outcome | None:
         """A validator's own outcome of a prepared slot: the step re-run here on this
         node's replica (opened from the coordinator if it is new here)."""
@@ -1037,6 +1116,9 @@ class ExecService:
         if replica is None:
             raise NotReady(f"execution {slot.exec.encode()} cannot be opened here yet")
         self._refresh(slot.exec)
+        proposed = next((b for b in prepare.blocks if b.cid == prepare.outcome.value), None)
+        if proposed is not None and _decides(replica, slot.name):
+            return await self._judge_decision(replica, prepare, proposed)
         due = [
             a
             for a in eng.next_actions(replica.state, wall_ms())
@@ -1055,6 +1137,25 @@ class ExecService:
         outcome = await offload.run_sync(self.runner.execute, action, replica.exec, replica.state)
         return outcome_of(replica.exec, outcome.event(action, wall_ms()))
 
+    async def _judge_decision(self, replica: Replica, prepare: Prepare, proposed: Block) -> Outcome:
+        """A validator's check of a proposed decision: it must settle the step in this
+        replica, now, by this node's clock (a timeout is certified only once it is due
+        here too). Anything else gets no vote yet (NotReady), never a refusal: a
+        decision is not aborted, and a replica behind its peers catches up."""
+        slot = prepare.slot
+        try:
+            kind, actor, value = decision_event_fields(proposed.data)
+        except FormatError as exc:
+            raise NotReady(f"the proposed decision on {slot.name}: {exc}") from None
+        event = eng.Event(kind, slot.name, slot.attempt, wall_ms(), value, actor=actor)
+        why = eng.decision_refusal(replica.state, event)
+        if why is not None:
+            raise NotReady(f"{slot.name}: {why}")
+        # Kept so that a coordinator taking over the slot can write the certified
+        # decision (`_certified_decision`) even if the one that proposed it is gone.
+        await self.blocks.put(proposed)
+        return decision_outcome(replica.exec, event)
+
     def allow_critical(self, peer: str, request: Prepare | AbortRequest) -> str | None:
         """Why a validator refuses `peer`'s request on policy grounds, None if allowed:
         only members coordinate, and only the slot's lease holder may ask to abort."""
@@ -1064,6 +1165,9 @@ class ExecService:
         if not critical.config.policy.is_member(peer):
             return f"{peer} is not a member of subnet {critical.config.policy.subnet}"
         if isinstance(request, AbortRequest):
+            replica = self.replicas.get(request.slot.exec)
+            if replica is not None and _decides(replica, request.slot.name):
+                return f"{request.slot.name} is a decision: it is never aborted"
             holder = self.book.holder(request.slot, mono_ms())
             if holder is not None and holder.node != peer:
                 return f"{peer} does not hold the lease of {request.slot.name}"
@@ -1672,6 +1776,18 @@ def _raised(result: Any) -> Any:
     if isinstance(result, Exception):
         raise result
     return result
+
+
+def _event_now(action: eng.Action) -> Callable[[], eng.Event]:
+    """The bookkeeping event of `action`, stamped when it is written."""
+    return lambda: action_event(action, wall_ms())
+
+
+def _decides(replica: Replica, instance: str) -> bool:
+    """Instance `instance` of the replica's flow is a decision step (`eng.is_decision`)."""
+    parsed = eng.parse_instance(instance)
+    step = None if parsed is None else replica.state.index.steps.get(parsed[0])
+    return step is not None and eng.is_decision(step)
 
 
 def _settled(replica: Replica, slot: Slot) -> bool:

@@ -77,6 +77,11 @@ def open_flow(ledger: LedgerStore, exec: CID) -> tuple[CID, FlowIR]:
         raise ReplayError(f"the flow of {exec.encode()} cannot be loaded: {exc}") from None
 
 
+def _subnet_of(ledger: LedgerStore, exec: CID) -> str | None:
+    subnet = read_submission(ledger.store.get(exec)).get("subnet")
+    return subnet if isinstance(subnet, str) else None
+
+
 def replay(
     ledger: LedgerStore,
     exec: CID,
@@ -102,6 +107,8 @@ def replay(
     if not records or records[0][1].kind != GENESIS_KIND:
         raise ReplayError(f"execution {exec.encode()} has no {GENESIS_KIND} record")
     flow, ir = open_flow(ledger, exec)
+    if critical is not None and _subnet_of(ledger, exec) not in (None, critical.subnet):
+        critical = None  # another subnet's policy: it certifies nothing here
     state = eng.initial(ir, exec.encode(), critical)
     result = Replay(exec, flow, ir, state, total=len(records))
     for cid, record in records:

@@ -5,6 +5,7 @@ with three validators killed, `pay` cannot commit."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -73,6 +74,13 @@ def test_a_critical_step_commits_with_a_quorum_and_not_without(tmp_path: Path) -
         certificate, slot = pay_record_certificate(cluster.nodes[3], first)
         assert certificate.policy == policy.cid
         assert verify_certificate(certificate, policy.keys, "default", slot)
+        # `qflow ledger replay` checks certificates with the repo's `[critical]` policy,
+        # as the node does: every record applies, pay's included.
+        shown = qflow("ledger", "replay", "--repo", str(cluster.nodes[3].repo), "--json", first)
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        replayed = json.loads(shown.stdout)
+        assert replayed["rejected"] == [] and replayed["status"] == "completed"
+        assert replayed["instances"]["pay"]["status"] == "completed"
         stalled = _with_three_validators_down(cluster)
         for name, check in stalled.items():
             assert check.completions.get("pay") is None, name

@@ -378,16 +378,26 @@ def test_a_non_critical_step_carries_no_certificate() -> None:
 
 
 @pytest.mark.parametrize(
-    "event",
-    [started({}), Event("exec.completed", value=None), Event("timer.fired", "pay", 1)],
-    ids=lambda e: e.kind,
+    "event", [started({}), Event("exec.completed", value=None)], ids=lambda e: e.kind
 )
 def test_only_settling_events_carry_a_certificate(event: Event) -> None:
     state = quoted()
     abort = certify(GROUP, Slot(EXEC, "pay", 1), Decision.abort())
     assert refused(apply(state, replace(event, quorum=abort))) == (
-        "only a step.completed or step.failed carries a quorum certificate"
+        f"{event.kind} carries no quorum certificate"
     )
+
+
+def test_a_sleep_decides_nothing_so_its_timer_carries_no_certificate() -> None:
+    ir = flow("name: t\nsteps:\n  - id: nap\n    sleep: 1s\n")
+    state = ok(apply(initial(ir, EXEC.encode(), KEYS_OF_SUBNET), started({})))
+    state = ok(apply(state, Event("step.started", "nap", 1, 0)))
+    fired = Event("timer.fired", "nap", 1, 1000, {"due": 1000})
+    abort = certify(GROUP, Slot(EXEC, "nap", 1), Decision.abort())
+    assert refused(apply(state, replace(fired, quorum=abort))) == (
+        "step nap decides nothing: its timer.fired carries no certificate"
+    )
+    assert ok(apply(state, fired)).instances["nap"].status == "completed"
 
 
 def test_flows_without_critical_steps_fold_alike_with_or_without_keys() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from qflow_node.codec import CID, DAG_CBOR, cid_for, dag_block, raw_block
-from qflow_node.core.critical import Certificate, Decision, Outcome, error_text
+from qflow_node.core.critical import Certificate, Decision, FormatError, Outcome, error_text
 from qflow_node.core.critical.testing import certify, committee
 from qflow_node.core.ledger import (
     SIG_DOMAIN,
@@ -208,11 +208,15 @@ def test_a_quorum_that_is_not_a_map_is_refused(quorum: Any) -> None:
 
 
 def test_a_certificate_only_on_records_that_settle_a_step() -> None:
-    for kind in ("step.started", "timer.fired", "event.received"):
-        assert (
-            f"'quorum' must be null for kind {kind} (only step.completed and step.failed)"
-            in refused(completed_obj(kind=kind))
+    for kind in ("step.started", "step.skipped"):
+        assert f"'quorum' must be null for kind {kind} (it settles no step)" in refused(
+            completed_obj(kind=kind)
         )
+    for kind in ("timer.fired", "event.received"):
+        assert (  # a wait's record carries a decision's certificate, not a result's
+            f"quorum.outcome.status: 'completed' certifies a step's result, not kind {kind} "
+            "(a decision's status is 'decided')"
+        ) in refused(completed_obj(kind=kind))
     assert "'quorum' must be null for kind exec.completed" in refused(
         completed_obj(kind="exec.completed", step=None, attempt=0, state=None)
     )
@@ -220,6 +224,27 @@ def test_a_certificate_only_on_records_that_settle_a_step() -> None:
     assert "quorum.decision: an abort certificate only settles a step.failed" in refused(
         abort_completes
     )
+
+
+DECIDED = Outcome(SUBMISSION.cid, "pay", 2, "decided", dag_block({"kind": "timer.fired"}).cid)
+
+
+@pytest.mark.parametrize(
+    "kind", ["timer.fired", "approval.granted", "event.received", "step.failed"]
+)
+def test_a_decisions_certificate_goes_on_any_record_that_settles_a_wait(kind: str) -> None:
+    cert = certify(GROUP, SLOT, Decision.commit(DECIDED))
+    actor = "did:key:z6MkjEvoemobV2cbn4c6ha61qSckQMjefQKuoRBnNCRakjpR"
+    world, head = world_with(kind, cert, state=None, actor=actor)
+    assert world.records[head].certificate == cert
+    assert verify_execution([head], world.lookup, resolve_links=True).ok
+    with_state = completed_obj(kind=kind, quorum=cert.to_obj(), actor=actor)  # state: DELTA
+    assert "quorum.outcome.delta: None is not the record's 'state'" in refused(with_state)
+
+
+def test_a_decided_outcome_names_its_decision() -> None:
+    with pytest.raises(FormatError, match="value: a decided outcome names its decision's block"):
+        Outcome(SUBMISSION.cid, "pay", 2, "decided")
 
 
 def test_new_record_refuses_a_certificate_for_another_slot() -> None:

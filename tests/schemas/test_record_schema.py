@@ -183,6 +183,10 @@ def critical_world() -> World:
     world.append(replica, "step.failed", step="pay", attempt=1, quorum=aborted)
     commit = certify(GROUP, CRITICAL_SLOT, Decision.commit(outcome))
     world.append(replica, "step.completed", step="pay", attempt=1, quorum=commit)
+    decision = dag_block({"kind": "timer.fired", "actor": None, "value": {"due": 5}}).cid
+    decided = Outcome(SUBMISSION.cid, "wait", 1, "decided", decision)
+    timeout = certify(GROUP, Slot(SUBMISSION.cid, "wait", 1), Decision.commit(decided))
+    world.append(replica, "timer.fired", step="wait", attempt=1, quorum=timeout)
     return world
 
 
@@ -195,7 +199,8 @@ def certified(kind: str) -> Callable[[], dict[str, Any]]:
 
 def test_records_with_a_certificate_validate() -> None:
     documents = as_json(critical_world())
-    assert [d["quorum"]["decision"] for d in documents if d["quorum"]] == ["abort", "commit"]
+    decisions = [d["quorum"]["decision"] for d in documents if d["quorum"]]
+    assert decisions == ["abort", "commit", "commit"]
     for doc in documents:
         VALIDATOR.validate(doc)
 
@@ -208,7 +213,7 @@ def set_quorum(change: Callable[[dict[str, Any]], Any]) -> Mutation:
 
 
 CERTIFIED_BROKEN: dict[str, tuple[Callable[[], dict[str, Any]], Mutation]] = {
-    "quorum on another kind": (certified("step.completed"), set_field("kind", "timer.fired")),
+    "quorum on another kind": (certified("step.completed"), set_field("kind", "step.started")),
     "abort on a completion": (certified("step.failed"), set_field("kind", "step.completed")),
     "commit without outcome": (
         certified("step.completed"),
@@ -235,6 +240,14 @@ CERTIFIED_BROKEN: dict[str, tuple[Callable[[], dict[str, Any]], Mutation]] = {
     "completed with an error": (
         certified("step.completed"),
         set_quorum(lambda q: q["outcome"].update(error='{"kind":"t","message":""}')),
+    ),
+    "decided without its decision": (
+        certified("timer.fired"),
+        set_quorum(lambda q: q["outcome"].update(value=None)),
+    ),
+    "decided with a delta": (
+        certified("timer.fired"),
+        set_quorum(lambda q: q["outcome"].update(delta=q["outcome"]["value"])),
     ),
     "failed with a value": (
         certified("step.completed"),

@@ -9,7 +9,8 @@
   without a decision, never in an abort;
 - `replica`: what a replica checks before applying a critical step's record: the outcome
   a recorded event stands for (`outcome_of`), the policy keys it checks certificates
-  with (`CriticalKeys`), and the check (`quorum_problem`);
+  with (`CriticalKeys`), and the check (`quorum_problem`); the same for a decision on
+  a timed step (`decision_outcome`, `decision_problem`);
 - `fields`: the strict readers behind every `from_obj`;
 - `testing`: committees, honest and Byzantine validators, a message pump (tests only).
 """
@@ -43,7 +44,12 @@ from qflow_node.core.critical.messages import (
 )
 from qflow_node.core.critical.replica import (
     ABORTED,
+    DECISION_KINDS,
     CriticalKeys,
+    decision_block,
+    decision_event_fields,
+    decision_outcome,
+    decision_problem,
     outcome_of,
     quorum_problem,
 )
@@ -68,6 +74,7 @@ from qflow_node.core.critical.validator import (
 
 __all__ = [
     "ABORTED",
+    "DECISION_KINDS",
     "MAX_MESSAGE_SIZE",
     "STATEMENT_TYPE",
     "AbortRequest",
@@ -98,6 +105,10 @@ __all__ = [
     "Validator",
     "ValidatorAction",
     "Vote",
+    "decision_block",
+    "decision_event_fields",
+    "decision_outcome",
+    "decision_problem",
     "decode_message",
     "encode_message",
     "error_object",

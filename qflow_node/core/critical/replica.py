@@ -13,11 +13,20 @@ so this package does not import the engine, which imports it).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from qflow_node.codec import CID, CidError, CodecError, dag_block, parse_cid, raw_block
+from qflow_node.codec import (
+    CID,
+    Block,
+    CidError,
+    CodecError,
+    dag_block,
+    decode_dag,
+    parse_cid,
+    raw_block,
+)
 from qflow_node.core.critical.fields import FormatError, link
 from qflow_node.core.critical.statement import (
     Certificate,
@@ -39,6 +48,18 @@ ABORTED: Final = "aborted"
 STEP_COMPLETED: Final = "step.completed"
 STEP_FAILED: Final = "step.failed"
 SETTLING_KINDS: Final = frozenset({STEP_COMPLETED, STEP_FAILED})
+# The record kinds that can settle a timed step (a decision: docs/consensus.md,
+# "Decisions"): its end, a timeout, an event, an approval.
+DECISION_KINDS: Final = frozenset(
+    {
+        STEP_COMPLETED,
+        STEP_FAILED,
+        "timer.fired",
+        "event.received",
+        "approval.granted",
+        "approval.denied",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +139,66 @@ def quorum_problem(critical: CriticalKeys | None, exec_id: str | CID, event: Eve
     where = f"critical step {event.step} attempt {event.attempt}"
     if event.kind not in SETTLING_KINDS or event.step is None:
         return f"{where}: {event.kind} does not settle a slot, so it has no certificate"
+    return _certificate_problem(critical, exec_id, event, where, outcome_of, aborts=True)
+
+
+def decision_block(event: Event) -> Block:
+    """The dag-cbor block a decision stands for: what was decided (`kind`, `actor`,
+    `value`), without the writer's clock (`ts`), so that every replica recomputes it."""
+    return dag_block({"kind": event.kind, "actor": event.actor, "value": event.value})
+
+
+def decision_event_fields(data: bytes) -> tuple[str, str | None, Any]:
+    """(kind, actor, value) of a decision block's bytes; FormatError if it is not one."""
+    try:
+        obj = decode_dag(data)
+    except CodecError as exc:
+        raise FormatError(f"decision: not dag-cbor: {exc}") from None
+    if not isinstance(obj, dict) or set(obj) != {"kind", "actor", "value"}:
+        raise FormatError("decision: expected a map of exactly kind, actor and value")
+    kind, actor = obj["kind"], obj["actor"]
+    if kind not in DECISION_KINDS:
+        raise FormatError(f"decision.kind: {kind!r} is not a decision")
+    if actor is not None and not isinstance(actor, str):
+        raise FormatError("decision.actor: expected a string or null")
+    return kind, actor, obj["value"]
+
+
+def decision_outcome(exec: CID, event: Event) -> Outcome:
+    """The outcome a decision certifies: status `decided`, its `value` the CID of
+    `decision_block(event)`, no delta. A timeout that fails the step is a decision too;
+    what it decided is in the block.
+
+    ValueError for an event without a step, or a value no block can hold."""
+    if event.step is None:
+        raise ValueError(f"{event.kind} names no step")
+    try:
+        value = decision_block(event).cid
+    except CodecError as exc:
+        raise ValueError(f"the decision cannot be an outcome's value: {exc}") from None
+    return Outcome(exec, event.step, event.attempt, "decided", value)
+
+
+def decision_problem(critical: CriticalKeys, exec_id: str | CID, event: Event) -> str | None:
+    """Why the record settling a timed step (an approval, an event, a timeout, the end
+    of a step with a deadline) may not be applied, or None when its certificate is the
+    group's signature of commit(`decision_outcome(exec, event)`) for the slot. A decision
+    is never aborted: an abort certificate does not settle it."""
+    where = f"decision on {event.step} attempt {event.attempt}"
+    if event.kind not in DECISION_KINDS or event.step is None:
+        return f"{where}: {event.kind} does not decide a step, so it has no certificate"
+    return _certificate_problem(critical, exec_id, event, where, decision_outcome, aborts=False)
+
+
+def _certificate_problem(
+    critical: CriticalKeys | None,
+    exec_id: str | CID,
+    event: Event,
+    where: str,
+    outcome: Callable[[CID, Event], Outcome],
+    *,
+    aborts: bool,
+) -> str | None:
     if critical is None:
         return (
             f"{where}: no validator keys to check its quorum certificate with "
@@ -144,12 +225,12 @@ def quorum_problem(critical: CriticalKeys | None, exec_id: str | CID, event: Eve
         return f"{where}: the execution id is not a CID ({exc})"
     certified = cert.decision.outcome
     if certified is None:
-        problem = _abort_problem(event)
+        problem = _abort_problem(event) if aborts else "a decision is never aborted"
         if problem is not None:
             return f"{where}: {problem}"
     else:
         try:
-            own = outcome_of(exec, event)
+            own = outcome(exec, event)
         except ValueError as exc:
             return f"{where}: {exc}"
         if certified != own:
@@ -161,7 +242,7 @@ def quorum_problem(critical: CriticalKeys | None, exec_id: str | CID, event: Eve
                 f"(its {' and '.join(differ)} {verb} from the record's)"
             )
     try:
-        slot = Slot(exec, event.step, event.attempt)
+        slot = Slot(exec, event.step or "", event.attempt)
     except ValueError as exc:
         return f"{where}: not a slot: {exc}"
     if not verify_certificate(cert, critical.keys, critical.subnet, slot):

@@ -44,10 +44,10 @@ MAX_ERROR_KIND_LEN: Final = 64
 ERROR_FIELDS: Final = frozenset({"kind", "message"})
 COMMIT: Final = "commit"
 ABORT: Final = "abort"
-STATUSES: Final = ("completed", "failed")
+STATUSES: Final = ("completed", "failed", "decided")  # decided: docs/consensus.md, "Decisions"
 SUBNET: Final = re.compile(SUBNET_PATTERN)
 
-Status = Literal["completed", "failed"]
+Status = Literal["completed", "failed", "decided"]
 
 SLOT_FIELDS: Final = frozenset({"exec", "step", "attempt"})
 OUTCOME_FIELDS: Final = frozenset({"exec", "step", "attempt", "status", "value", "delta", "error"})
@@ -124,6 +124,8 @@ def _outcome_problem(status: str, value: CID | None, error: str | None) -> str |
         return f"error: length must be 1..{MAX_ERROR_LEN}"
     if status == "failed" and value is not None:
         return "value: a failed outcome has no value"
+    if status == "decided" and value is None:
+        return "value: a decided outcome names its decision's block"
     if error is not None:
         try:
             error_object(error, "error")

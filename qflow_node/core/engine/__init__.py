@@ -26,7 +26,15 @@ from qflow_node.core.engine.actions import (
 from qflow_node.core.engine.events import Event, Rejection, error
 from qflow_node.core.engine.expressions import EvalError, evaluate, fill
 from qflow_node.core.engine.index import COMPENSATE, FlowIndex, parse_instance
-from qflow_node.core.engine.reducer import apply, fold, initial, next_actions
+from qflow_node.core.engine.plan import is_decision
+from qflow_node.core.engine.reducer import (
+    apply,
+    decision_refusal,
+    fold,
+    initial,
+    next_actions,
+    settles_decision,
+)
 from qflow_node.core.engine.state import ExecState, Instance
 
 __all__ = [
@@ -51,11 +59,14 @@ __all__ = [
     "StepAction",
     "Wake",
     "apply",
+    "decision_refusal",
     "error",
     "evaluate",
     "fill",
     "fold",
     "initial",
+    "is_decision",
     "next_actions",
     "parse_instance",
+    "settles_decision",
 ]

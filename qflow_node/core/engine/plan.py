@@ -51,6 +51,16 @@ EXECUTED: Final = frozenset({"run", "http", "flow"})  # by the driver, may be re
 TIMED: Final = frozenset({"sleep", "wait_for", "approval"})
 CONTROL: Final = frozenset({"if", "parallel", "foreach"})
 
+
+def is_decision(step: StepIR) -> bool:
+    """Settled by a decision that two sides of a partition could take differently: an
+    outside input (an approval or a denial, an event) or a deadline racing the step's own
+    end (a control step's timeout). A sleep's timer has one outcome; a run step's result
+    is the step's own (critical steps have their own rule)."""
+    kind = step["kind"]
+    return kind in ("wait_for", "approval") or (kind in CONTROL and step["timeout_ms"] is not None)
+
+
 # A list's or step's progress: (DONE, output) | (RUNNING, None) | (FAILED, error).
 DONE: Final = "done"
 BUSY: Final = "running"

@@ -10,11 +10,12 @@ certificate.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any, Final
 
 import jsonschema
 
-from qflow_node.core.critical import CriticalKeys, quorum_problem
+from qflow_node.core.critical import DECISION_KINDS, CriticalKeys, decision_problem, quorum_problem
 from qflow_node.core.engine import events as ev
 from qflow_node.core.engine.actions import (
     Action,
@@ -33,7 +34,7 @@ from qflow_node.core.engine.actions import (
 from qflow_node.core.engine.events import Event, Rejection
 from qflow_node.core.engine.expressions import EvalError, evaluate, references
 from qflow_node.core.engine.index import FlowIndex, parse_instance
-from qflow_node.core.engine.plan import EXECUTED, is_done, plan, step_uses_vars
+from qflow_node.core.engine.plan import EXECUTED, is_decision, is_done, plan, step_uses_vars
 from qflow_node.core.engine.state import (
     ABORTED,
     COMPLETED,
@@ -115,12 +116,65 @@ def next_actions(state: ExecState, now: int) -> list[Action]:
 
 
 def apply(state: ExecState, event: Event) -> ExecState | Rejection:
+    """The state after `event`, or why it cannot be applied. In a replica that knows its
+    subnet's policy (`state.critical`), a record that settles a decision step
+    (`is_decision`) needs the validators' certificate of that decision, so that two sides
+    of a partition never both take one (docs/consensus.md, "Decisions")."""
+    result = _apply(state, event)
+    if isinstance(result, Rejection) or event.step is None or event.kind not in DECISION_KINDS:
+        return result
+    problem = _decision_problem(state, result, event, certified=True)
+    return result if problem is None else Rejection(problem, event)
+
+
+def decision_refusal(state: ExecState, event: Event) -> str | None:
+    """Why `event` does not settle a decision step in `state`, certificate aside: what a
+    validator checks before it certifies a proposed decision (with `event.ts` its own
+    clock, so a timeout is certified only once it is due there too). None if it does."""
+    if event.step is None or event.kind not in DECISION_KINDS:
+        return f"{event.kind} does not decide a step"
+    bare = replace(event, quorum=None)
+    result = _apply(state, bare)
+    if isinstance(result, Rejection):
+        return result.reason
+    return _decision_problem(state, result, bare, certified=False)
+
+
+def settles_decision(state: ExecState, event: Event) -> bool:
+    """Whether writing `event` settles a decision step of a replica that knows its
+    subnet's policy: the writer must get it certified first (`decision_refusal`)."""
+    return state.critical is not None and decision_refusal(state, event) is None
+
+
+def _decision_problem(
+    before: ExecState, after: ExecState, event: Event, *, certified: bool
+) -> str | None:
+    assert event.step is not None
+    step = _step_of(before, event.step)
+    if not is_decision(step):
+        if event.quorum is not None and event.kind not in (ev.STEP_COMPLETED, ev.STEP_FAILED):
+            return f"step {event.step} decides nothing: its {event.kind} carries no certificate"
+        return None  # a step.completed / step.failed: `_quorum_problem` judged it
+    settled = after.instances.get(event.step)
+    if settled is None or settled.status not in (COMPLETED, FAILED):
+        if event.quorum is not None:
+            return (
+                f"{event.kind} on {event.step} does not settle it (only the record that does "
+                "carries a certificate)"
+            )
+        return "it does not settle the step" if not certified else None
+    if not certified or before.critical is None:
+        return None  # no policy: decisions are taken without a quorum (docs/consensus.md)
+    return decision_problem(before.critical, before.exec_id, event)
+
+
+def _apply(state: ExecState, event: Event) -> ExecState | Rejection:
     def reject(reason: str) -> Rejection:
         return Rejection(reason, event)
 
     kind = event.kind
-    if event.quorum is not None and kind not in (ev.STEP_COMPLETED, ev.STEP_FAILED):
-        return reject("only a step.completed or step.failed carries a quorum certificate")
+    if event.quorum is not None and kind not in DECISION_KINDS:
+        return reject(f"{kind} carries no quorum certificate")
     if kind == ev.EXEC_STARTED:
         if state.status != NEW:
             # A concurrent start by another node: same submission, so nothing new
@@ -263,8 +317,8 @@ def _quorum_problem(state: ExecState, name: str, event: Event, action: StepActio
             return f"{where}: the engine decided this failure, so it carries no quorum certificate"
         return None
     if not critical:
-        if event.quorum is None:
-            return None
+        if event.quorum is None or is_decision(_step_of(state, name)):
+            return None  # a decision's certificate is `_decision_problem`'s to judge
         return f"step {name} is not critical: its {event.kind} cannot carry a quorum certificate"
     return quorum_problem(state.critical, state.exec_id, event)
 

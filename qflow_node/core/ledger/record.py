@@ -15,8 +15,9 @@ A record is a dag-cbor map with exactly these 14 keys (docs/protocol.md is the s
     node     libp2p Ed25519 peer id (12D3KooW…) of the writer; its key verifies `sig`
     ts       int milliseconds since the Unix epoch, 0 ≤ ts < 2^63; informational only
     clock    {peer id: int ≥ 1}, non-empty, contains `node`
-    quorum   null, or on step.completed / step.failed the validators' certificate
-             {policy, decision, outcome, sig} (a critical step: docs/consensus.md)
+    quorum   null, or the validators' certificate {policy, decision, outcome, sig}:
+             on step.completed / step.failed of a critical step, or on the record
+             that settles a decision (outcome status `decided`: docs/consensus.md)
     sig      64 bytes: Ed25519 by `node` over SIG_DOMAIN + dag-cbor(record without sig)
 
 Everything here is per record; rules that need the parents (clock values, antichain)
@@ -101,8 +102,16 @@ KIND_RULES: Final[Mapping[str, tuple[int, bool]]] = {
     "event.received": (_ANY_STEP, False),
 }
 KINDS: Final = frozenset(KIND_RULES)
-# The kinds that settle a step attempt: only these may carry a quorum certificate.
+# The kinds that settle a step attempt: only these may carry a critical step's
+# certificate; a decision's (outcome status `decided`) may also be on the kinds that
+# settle a wait (docs/consensus.md, "Decisions").
 QUORUM_KINDS: Final = frozenset({"step.completed", "step.failed"})
+DECISION_QUORUM_KINDS: Final = QUORUM_KINDS | {
+    "timer.fired",
+    "event.received",
+    "approval.granted",
+    "approval.denied",
+}
 # DAG-CBOR key order: by encoded length, then bytewise.
 CANONICAL_ORDER: Final = tuple(sorted(FIELDS, key=lambda k: (len(k), k.encode())))
 GENESIS_KIND: Final = "exec.started"
@@ -319,8 +328,8 @@ def check_record(obj: object) -> Certificate | None:  # noqa: PLR0915 - one flat
 def _check_quorum(obj: dict[str, Any], kind: str) -> Certificate:
     """The record's certificate: its shape (`Certificate.from_obj`: fields, links, a
     96-byte G2 point in the subgroup) and its agreement with the record's own fields."""
-    if kind not in QUORUM_KINDS:
-        raise _bad(f"'quorum' must be null for kind {kind} (only step.completed and step.failed)")
+    if kind not in DECISION_QUORUM_KINDS:
+        raise _bad(f"'quorum' must be null for kind {kind} (it settles no step)")
     try:
         cert = Certificate.from_obj(obj["quorum"], "quorum")
     except FormatError as exc:
@@ -330,7 +339,15 @@ def _check_quorum(obj: dict[str, Any], kind: str) -> Certificate:
         if kind != "step.failed":
             raise _bad("quorum.decision: an abort certificate only settles a step.failed")
         return cert
-    status = "completed" if kind == "step.completed" else "failed"
+    if outcome.status == "decided":
+        status = "decided"  # any kind that settles a wait: the decision's block says which
+    elif kind in QUORUM_KINDS:
+        status = "completed" if kind == "step.completed" else "failed"
+    else:
+        raise _bad(
+            f"quorum.outcome.status: {_show(outcome.status)} certifies a step's result, "
+            f"not kind {kind} (a decision's status is 'decided')"
+        )
     for name, certified, own, field in (
         ("exec", outcome.exec, obj["exec"], "'exec'"),
         ("step", outcome.step, obj["step"], "'step'"),

@@ -1,7 +1,7 @@
 """Critical-step commit benchmark: one two-phase-commit round over libp2p, p50/p95 in ms,
 and rounds per second with many slots at once.
 
-    .venv/bin/python bench/critical_commit.py [--rounds 100] [--concurrent 20]
+    .venv/bin/python bench/critical.py [--rounds 100] [--concurrent 20]
 
 n real libp2p hosts on loopback, all in this process (one core, one GIL: the validators'
 signing and the coordinator's checks run one after another here, where on n machines
