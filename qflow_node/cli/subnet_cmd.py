@@ -11,7 +11,9 @@ setup").
   and the update statement (`DIR/update.statement`) the current quorum must sign;
 - `sign-update`: a current validator signs that statement with its share (a partial);
 - `apply-update`: combine t partials into the update certificate and verify it under the
-  old group key; `verify-update` checks a certificate.
+  old group key; `verify-update` checks a certificate;
+- `dkg-plan`, `dkg`: the key made by the validators together, with no dealer
+  (`subnet_dkg.py`).
 
 A policy argument is a policy block file, or a CID looked up in the repo's block store
 (`--put` stores and pins the policies this command makes). Files are dag-cbor, written
@@ -34,6 +36,7 @@ from typing import Any, Final
 import click
 
 from qflow_node.cli.errors import EXIT_CHECK_FAILED, fail, open_block_store
+from qflow_node.cli.main import LazyGroup
 from qflow_node.cli.options import repo_option
 from qflow_node.codec import CID, MAX_BLOCK_SIZE, CidError, parse_cid
 from qflow_node.codec.dagjson import to_dag_json
@@ -324,6 +327,12 @@ def _print_list(name: str, items: list[str]) -> None:
 
 @click.group(
     "subnet",
+    cls=LazyGroup,
+    # The DKG commands live in their own module, which uses the helpers here.
+    lazy={
+        "dkg-plan": "qflow_node.cli.subnet_dkg:dkg_plan_command",
+        "dkg": "qflow_node.cli.subnet_dkg:dkg_command",
+    },
     epilog="Exit codes: 0 ok, 1 a share or update does not verify (or a policy CID is not"
     " in the store), 2 usage, bad input or I/O error.",
 )

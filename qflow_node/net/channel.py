@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
 from libp2p.abc import IHost, INetStream
@@ -30,6 +30,10 @@ from libp2p.peer.id import ID
 from qflow_node.codec.protobuf import put_varint
 from qflow_node.log import get_logger
 from qflow_node.net.reqresp import RequestError
+
+if TYPE_CHECKING:
+    # trio's own TaskStatus is shadowed for mypy by trio-stubs (installed with libp2p).
+    from trio_typing import TaskStatus
 
 Handler = Callable[[str, bytes], Awaitable[bytes]]
 """Answers one request: (asking peer id, request body) -> answer body."""
@@ -136,11 +140,13 @@ class Channel:
         self._opening: dict[str, trio.Lock] = {}
         self._nursery: trio.Nursery | None = None
 
-    async def run(self) -> None:
-        """Serve the protocol and read answers until cancelled."""
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the protocol and read answers until cancelled. Started with
+        `nursery.start`, it returns once requests can be made."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self.host.set_stream_handler(self.protocol, self._serve)
+            task_status.started()
             await trio.sleep_forever()
 
     # -- asking ------------------------------------------------------------------------
