@@ -26,6 +26,7 @@ from qflow_node.runtime.replay import ReplayError, replay
 from qflow_node.runtime.testing import (
     BOOT_TIMEOUT,
     LOOPBACK,
+    NODE_CMD,
     QFLOW,
     STOP_TIMEOUT,
     NodeProcess,
@@ -57,6 +58,9 @@ class Node:
     process: NodeProcess | None = None
     peer_id: str = ""
     addr: str = ""
+    # What runs `qflow node` for it: a wrapper may stand in (`chaos.byzantine_node`);
+    # set it before `Cluster.start` (e.g. in `local_cluster`'s `setup`).
+    command: Sequence[str] = field(default_factory=lambda: list(NODE_CMD))
 
     @property
     def running(self) -> bool:
@@ -84,7 +88,8 @@ class Cluster:
         for other in self.running():
             args += ["--bootstrap", other.addr]
         runs = sum(1 for _ in self.root.glob(f"{node.name}.*.log"))
-        node.process = self.processes(*args, log_file=self.root / f"{node.name}.{runs}.log")
+        log_file = self.root / f"{node.name}.{runs}.log"
+        node.process = self.processes(*args, log_file=log_file, command=node.command)
         ready = node.process.wait_for("ready", timeout=BOOT_TIMEOUT)
         node.peer_id, node.addr = ready["peer_id"], ready["listen"][0]
 

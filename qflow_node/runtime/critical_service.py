@@ -10,18 +10,28 @@ Who sent what is the transport's word: a libp2p stream is authenticated (Noise) 
 peer id, which the policy maps to a share index. Votes are not re-signed with Ed25519:
 a partial is attributable on its own (it verifies under one share key), and a refusal
 convinces only the coordinator it was sent to (docs/consensus.md, "Abort only on proof").
+
+A coordinator hears each validator once per round, so a validator that signs two
+decisions for a slot shows it across rounds. `VoteMemory` keeps, per slot, the signed
+votes heard in every round until the slot is decided; a vote that conflicts with an
+earlier one from the same validator, both partials verifying, is an equivocation: it is
+logged, its proof (`EquivocationProof`, both votes) written crash-safely under
+`ledger/equivocations/`, and none of that validator's votes count for the slot again.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+from urllib.parse import quote
 
 import trio
 
-from qflow_node import clock, offload
+from qflow_node import clock, fsio, offload
 from qflow_node.appendlog import AppendLog, scan
 from qflow_node.codec import CID, Block, CodecError, decode_dag, encode_dag
 from qflow_node.core.critical import (
@@ -44,14 +54,27 @@ from qflow_node.core.critical import (
     RoundFailed,
     Send,
     Settings,
+    SignedDecision,
     Validator,
     Vote,
     decode_message,
     encode_message,
+    statement_bytes,
 )
+from qflow_node.core.critical.fields import fields, integer, link
+from qflow_node.core.critical.statement import check_subnet, slot_from_obj, slot_to_obj
 from qflow_node.core.policy import PolicyDocument, PolicyError, load_policy
 from qflow_node.core.scheduling import Slot
-from qflow_node.crypto import CryptoError, Share, verify_share
+from qflow_node.crypto import (
+    MAX_PARTICIPANTS,
+    CryptoError,
+    DecodeError,
+    KeySet,
+    Share,
+    Signature,
+    verify_partial,
+    verify_share,
+)
 from qflow_node.identity import SigningKey
 from qflow_node.identity.keys import IdentityError
 from qflow_node.identity.sealed import SealedShare, open_share
@@ -66,6 +89,11 @@ CRITICAL_PROTOCOL: Final = "/qflow/critical/1.0.0"
 # stream per request is the fallback for a peer that does not speak it.
 CRITICAL_CHANNEL: Final = "/qflow/critical-channel/1.0.0"
 CRITICAL_LOCKS: Final = "critical-locks.log"  # in the repo's ledger/: a validator's locks
+EQUIVOCATIONS: Final = "equivocations"  # in the repo's ledger/: proofs a coordinator found
+# Slots whose votes a coordinator remembers across rounds (oldest dropped first): a
+# decided slot's are dropped at once, so this bounds only the undecided ones.
+REMEMBERED_SLOTS: Final = 1024
+MAX_STEP_IN_NAME: Final = 96  # characters of a step name in a proof's file name
 # A vote is small (a partial, a reason); a prepare carries the blocks to re-execute.
 CRITICAL_LIMITS: Final = Limits(
     timeout=5.0, max_request_size=MAX_MESSAGE_SIZE, max_response_size=64 << 10
@@ -181,6 +209,168 @@ def load_critical(repo: Path, files: CriticalFiles, key: SigningKey) -> Critical
     return CriticalConfig(policy, share)
 
 
+@dataclass(frozen=True, slots=True)
+class EquivocationProof:
+    """Validator `index` signed two decisions for `slot`: both of its signed votes.
+
+    Self-contained: with the policy (its share keys) anyone checks it (`holds`). Its
+    file is the dag-cbor of `to_obj`."""
+
+    subnet: str
+    policy: CID
+    slot: Slot
+    index: int
+    first: SignedDecision
+    second: SignedDecision
+
+    TYPE: ClassVar[str] = "qflow/critical-equivocation"
+    FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"v", "type", "subnet", "policy", "slot", "index", "first", "second"}
+    )
+
+    def holds(self, keys: KeySet) -> bool:
+        """Whether this proves an equivocation under `keys`: two different decisions of
+        the slot, each partial verifying under validator `index`'s share key."""
+        return self.first.decision != self.second.decision and all(
+            _genuine(
+                signed,
+                subnet=self.subnet,
+                policy=self.policy,
+                keys=keys,
+                slot=self.slot,
+                index=self.index,
+            )
+            for signed in (self.first, self.second)
+        )
+
+    def file_name(self) -> str:
+        """`<exec>-<step>-<attempt>-<index>.cbor`: the step name %-quoted, or its digest
+        if that is long (a file name has at most 255 bytes; the file names the slot)."""
+        step = quote(self.slot.name, safe="")
+        if len(step) > MAX_STEP_IN_NAME:
+            step = "sha256-" + hashlib.sha256(self.slot.name.encode()).hexdigest()
+        return f"{self.slot.exec.encode()}-{step}-{self.slot.attempt}-{self.index}.cbor"
+
+    def to_obj(self) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "type": self.TYPE,
+            "subnet": self.subnet,
+            "policy": self.policy,
+            "slot": slot_to_obj(self.slot),
+            "index": self.index,
+            "first": self.first.to_obj(),
+            "second": self.second.to_obj(),
+        }
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> EquivocationProof:
+        """Strict: FormatError (or CodecError) naming what is wrong."""
+        f = fields(decode_dag(data), "proof", cls.FIELDS)
+        if f["v"] != 1 or f["type"] != cls.TYPE:
+            raise FormatError(f"proof: not a {cls.TYPE} v1")
+        return cls(
+            check_subnet(f["subnet"], "proof.subnet"),
+            link(f["policy"], "proof.policy", dag_cbor_only=True),
+            slot_from_obj(f["slot"], "proof.slot"),
+            integer(f["index"], "proof.index", 1, MAX_PARTICIPANTS),
+            SignedDecision.from_obj(f["first"], "proof.first"),
+            SignedDecision.from_obj(f["second"], "proof.second"),
+        )
+
+
+def _genuine(
+    signed: SignedDecision, *, subnet: str, policy: CID, keys: KeySet, slot: Slot, index: int
+) -> bool:
+    """Whether `signed` is validator `index`'s signature of its decision on `slot`."""
+    if not 1 <= index <= keys.size or not signed.decision.applies_to(slot):
+        return False
+    try:
+        partial = Signature.from_bytes(signed.partial)
+    except DecodeError:
+        return False
+    statement = statement_bytes(subnet, policy, slot, signed.decision)
+    return verify_partial(keys.share_key(index), statement, partial)
+
+
+class VoteMemory:
+    """A coordinator's memory of the signed votes it heard, per slot and validator,
+    across its rounds (pure: no I/O).
+
+    A round sees each validator's vote once, so an equivocation across rounds (a commit
+    in one, an abort in the next) is found only here. Partials are verified only when
+    two votes of one validator differ (the common case costs no pairing check), and a
+    vote that does not verify is never kept as the one to compare with. Bounded: at
+    most `capacity` slots, the oldest dropped; `forget` a slot once it is decided."""
+
+    def __init__(
+        self, subnet: str, policy: CID, keys: KeySet, capacity: int = REMEMBERED_SLOTS
+    ) -> None:
+        self.subnet = subnet
+        self.policy = policy
+        self.keys = keys
+        self.capacity = capacity
+        self._votes: OrderedDict[Slot, dict[int, SignedDecision]] = OrderedDict()
+        self._proven: dict[Slot, set[int]] = {}
+
+    def heard(self, slot: Slot, index: int, signed: SignedDecision) -> EquivocationProof | None:
+        """Note validator `index`'s signed vote; the proof if it contradicts an earlier one
+        (then the validator is `proven` for this slot)."""
+        votes = self._slot(slot)
+        prior = votes.get(index)
+        if prior is None:
+            votes[index] = signed
+            return None
+        if prior == signed or self.proven(slot, index):
+            return None  # a repeat (BLS partials are deterministic)
+        new_ok = self._genuine(slot, index, signed)
+        if not self._genuine(slot, index, prior):
+            if new_ok:
+                votes[index] = signed  # the first one was no signature at all
+            return None
+        if not new_ok or prior.decision == signed.decision:
+            return None  # the coordinator reports a partial that does not verify
+        return self.prove(slot, index, prior, signed)
+
+    def prove(
+        self, slot: Slot, index: int, first: SignedDecision, second: SignedDecision
+    ) -> EquivocationProof | None:
+        """Record that `index` equivocated on `slot` (found here or by a round); the
+        proof the first time, None if it was already known."""
+        proven = self._proven.setdefault(slot, set())
+        if index in proven:
+            return None
+        self._slot(slot)  # counted against the cap with the votes
+        proven.add(index)
+        return EquivocationProof(self.subnet, self.policy, slot, index, first, second)
+
+    def proven(self, slot: Slot, index: int) -> bool:
+        return index in self._proven.get(slot, ())
+
+    def forget(self, slot: Slot) -> None:
+        self._votes.pop(slot, None)
+        self._proven.pop(slot, None)
+
+    def __len__(self) -> int:
+        return len(self._votes)
+
+    def _slot(self, slot: Slot) -> dict[int, SignedDecision]:
+        votes = self._votes.get(slot)
+        if votes is None:
+            votes = self._votes[slot] = {}
+            while len(self._votes) > self.capacity:
+                dropped, _ = self._votes.popitem(last=False)
+                self._proven.pop(dropped, None)
+        else:
+            self._votes.move_to_end(slot)
+        return votes
+
+    def _genuine(self, slot: Slot, index: int, signed: SignedDecision) -> bool:
+        return _genuine(
+            signed, subnet=self.subnet, policy=self.policy, keys=self.keys, slot=slot, index=index
+        )
+
+
 class CriticalService:
     """Both sides of the two-phase commit for one subnet's policy."""
 
@@ -194,11 +384,16 @@ class CriticalService:
         reexecute: Reexecute | None = None,
         allow: Allow | None = None,
         settings: Settings | None = None,
+        evidence: Path | None = None,
     ) -> None:
+        """`evidence`: the directory equivocation proofs are written to (None: logged
+        only)."""
         self.me = me
         self.direct = direct
         self.config = config
         self.settings = settings or Settings()
+        self.evidence = evidence
+        self.votes = VoteMemory(config.policy.subnet, config.cid, config.policy.keys)
         self._reexecute = reexecute
         self._allow = allow or (lambda _peer, _request: None)
         self._journal = journal
@@ -304,6 +499,7 @@ class CriticalService:
         )
         ended: list[Decided | RoundFailed] = []
         changed = trio.Event()
+        counted: set[int] = set()  # validators whose signed votes this round was given
         # Requests run in the service's nursery, not the round's: one still on its way
         # when the round is decided finishes there (its late vote is ignored) instead of
         # being cut off mid-write, which would break the stream to that validator.
@@ -318,6 +514,11 @@ class CriticalService:
                     tasks.start_soon(ask, action)
                 elif isinstance(action, Decided | RoundFailed):
                     ended.append(action)
+                elif isinstance(action, Equivocation):
+                    # Found within the round (the memory normally finds it first).
+                    proof = self.votes.prove(slot, action.index, action.first, action.second)
+                    if proof is not None:
+                        tasks.start_soon(self._prove, proof)
                 else:
                     _report(slot, action)
             changed.set()
@@ -325,6 +526,8 @@ class CriticalService:
 
         async def ask(send: Send) -> None:
             reply = await self._ask(send)
+            if reply is None or ended or not await self._screen(slot, send.to, reply, counted):
+                return
             if isinstance(reply, Vote):
                 handle(round_.on_vote(send.to, reply, clock.mono_ms()))
             elif isinstance(reply, Answer):
@@ -342,9 +545,55 @@ class CriticalService:
                 handle(round_.on_timer(clock.mono_ms()))
         result = ended[0] if ended else None
         if isinstance(result, Decided):
+            self.votes.forget(slot)  # no round will ask about it again
             return result
         why = result.reason if result is not None else "the round ended without a decision"
         raise CriticalError(f"{_slot(slot)}: {why}")
+
+    async def _screen(
+        self, slot: Slot, index: int, reply: Vote | Answer, counted: set[int]
+    ) -> bool:
+        """Whether the round gets `reply` from validator `index`, after the memory of
+        earlier rounds has seen it. A proven equivocator counts for nothing again. The
+        vote that proves it goes to the round only if the round holds the other one
+        (it then drops both); one from an earlier round is never counted in this one."""
+        if self.votes.proven(slot, index):
+            return False
+        policy = self.config.policy
+        if reply.signed is None or (reply.subnet, reply.policy, reply.slot, reply.index) != (
+            policy.subnet,
+            self.config.cid,
+            slot,
+            index,
+        ):
+            return True  # nothing signed, or misaddressed: the round judges it
+        proof = self.votes.heard(slot, index, reply.signed)
+        if proof is None:
+            counted.add(index)
+            return True
+        await self._prove(proof)
+        return index in counted
+
+    async def _prove(self, proof: EquivocationProof) -> None:
+        """Report an equivocation: its proof made durable first, then the log line
+        naming the validator and the file."""
+        path = None
+        if self.evidence is not None:
+            path = self.evidence / proof.file_name()
+            try:
+                await offload.run_sync(_write_proof, path, encode_dag(proof.to_obj()))
+            except OSError as exc:
+                _log().error("critical.proof_not_written", path=str(path), error=str(exc))
+                path = None
+        _log().warning(
+            "critical.equivocation",
+            slot=_slot(proof.slot),
+            validator=proof.index,
+            peer=self.config.policy.validator(proof.index).peer,
+            first=proof.first.decision.kind,
+            second=proof.second.decision.kind,
+            proof=None if path is None else str(path),
+        )
 
     async def _ask(self, send: Send) -> Vote | Answer | None:
         """The validator's reply to one message; None if it gave none that decodes (the
@@ -376,16 +625,13 @@ class CriticalService:
         return await self.direct.request(peer, CRITICAL_PROTOCOL, payload, CRITICAL_LIMITS)
 
 
+def _write_proof(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fsio.atomic_write(path, data)
+
+
 def _report(slot: Slot, action: CoordinatorAction) -> None:
-    if isinstance(action, Equivocation):
-        _log().warning(
-            "critical.equivocation",
-            slot=_slot(slot),
-            validator=action.index,
-            first=action.first.decision.kind,
-            second=action.second.decision.kind,
-        )
-    elif isinstance(action, InvalidPartial):
+    if isinstance(action, InvalidPartial):
         _log().warning(
             "critical.invalid_partial",
             slot=_slot(slot),

@@ -60,6 +60,7 @@ from qflow_node.runtime.bootcheck import (
 from qflow_node.runtime.config import NodeConfig
 from qflow_node.runtime.critical_service import (
     CRITICAL_LOCKS,
+    EQUIVOCATIONS,
     CriticalConfig,
     CriticalService,
     CriticalSetupError,
@@ -210,6 +211,7 @@ async def _run(
                 journal=LockJournal(paths.ledger / CRITICAL_LOCKS),
                 reexecute=execs.reexecute,
                 allow=execs.allow_critical,
+                evidence=paths.ledger / EQUIVOCATIONS,
             )
         heads = HeadsService(
             key,

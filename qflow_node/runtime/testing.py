@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -34,14 +34,16 @@ class NodeProcess:
         args: list[str],
         changed: threading.Condition | None = None,
         log_file: Path | None = None,
+        command: Sequence[str] = NODE_CMD,
     ) -> None:
         """`changed`: a condition shared by several processes, notified on every line
         any of them logs (NodeSet shares one, so callers can wait on all at once).
         `log_file`: where its stderr is also written, line by line (kept for a post-mortem
-        when a multi-process test fails)."""
+        when a multi-process test fails). `command`: what runs `qflow node` (a wrapper
+        may stand in, e.g. `chaos/byzantine_node.py`)."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [*NODE_CMD, *args],
+            [*command, *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -139,8 +141,10 @@ class NodeSet:
         self.started: list[NodeProcess] = []
         self.changed = threading.Condition()  # notified by every line of every process
 
-    def __call__(self, *args: str, log_file: Path | None = None) -> NodeProcess:
-        node = NodeProcess(list(args), self.changed, log_file)
+    def __call__(
+        self, *args: str, log_file: Path | None = None, command: Sequence[str] = NODE_CMD
+    ) -> NodeProcess:
+        node = NodeProcess(list(args), self.changed, log_file, command)
         self.started.append(node)
         return node
 
