@@ -204,6 +204,9 @@ async def _run(
             settings=config.exec,
         )
         if critical is not None:
+            # Every certificate links the policy: a DAG walk over a certified record
+            # must find it here, not wait on the network for it.
+            await blocks.put(critical.policy.to_block())
             execs.critical = CriticalService(
                 key.peer_id,
                 direct,

@@ -1043,6 +1043,7 @@ class ExecService:
             return 0
         _log().info("critical.decided", exec=exec, slot=slot.name, decision=decision.kind)
         self._critical_rounds.pop(slot, None)
+        await self._keep(_outcome_blocks(final))  # the certificate links them
         return await self._commit(replica, slot, lambda: final, output=output)
 
     async def _commit_decision(self, replica: Replica, slot: Slot, event: eng.Event) -> int:
@@ -1081,7 +1082,15 @@ class ExecService:
         self._critical_rounds.pop(decision_slot, None)
         _log().info("critical.decided", exec=exec, slot=event.step, decision=final.kind)
         certificate = decided.certificate
+        await self._keep([decision_block(final)])  # the certificate links it
         return await self._commit(replica, slot, lambda: replace(final, quorum=certificate))
+
+    async def _keep(self, blocks: Sequence[Block]) -> None:
+        """Store the blocks a certificate links (an outcome's value and delta, a
+        decision), so that a walk of the record's DAG finds them on its writer and on
+        the validators that certified it instead of waiting on the network for them."""
+        for block in blocks:
+            await self.blocks.put(block)
 
     async def _certified_decision(
         self, replica: Replica, ours: eng.Event, value: CID | None
@@ -1135,7 +1144,10 @@ class ExecService:
         if policy is not None and isinstance(module, CID) and not policy.allows_module(module):
             raise Refused(f"module {module.encode()} is not whitelisted by the policy")
         outcome = await offload.run_sync(self.runner.execute, action, replica.exec, replica.state)
-        return outcome_of(replica.exec, outcome.event(action, wall_ms()))
+        own = outcome_of(replica.exec, outcome.event(action, wall_ms()))
+        if own == prepare.outcome:  # this validator will certify it: keep what it links
+            await self._keep(prepare.blocks)
+        return own
 
     async def _judge_decision(self, replica: Replica, prepare: Prepare, proposed: Block) -> Outcome:
         """A validator's check of a proposed decision: it must settle the step in this
@@ -1322,7 +1334,12 @@ class ExecService:
         left the machine holds a record nobody else saw; the others took the slot over
         and wrote their own. If no peer that answers has it, it was never part of anyone
         else's ledger: the heads go back to its parents (the block stays, unreferenced),
-        so the ledger does not end up with the slot done twice."""
+        so the ledger does not end up with the slot done twice.
+
+        `exec.started` is never rewound: a second start is no conflict (replay applies
+        the first, the others change nothing), while the peers that answer lacking it
+        (one back from a crash itself, say) tell nothing of whether anyone else holds
+        the execution - without it the accepted submission could be forgotten by all."""
         try:
             # A rewound record's parents are asked about in turn: a step's record and
             # the end of the execution are written and announced together.
@@ -1330,7 +1347,7 @@ class ExecService:
             while heads:
                 head = heads.pop()
                 record = await offload.run_sync(self.ledger.record, head)
-                if record.node != self.me:
+                if record.node != self.me or record.kind == ev.EXEC_STARTED:
                     continue
                 answers = await self._ask_all(replica, {"record": head}, batch=False)
                 have = [a.get("have") for _, a in answers if isinstance(a, dict)]

@@ -21,6 +21,7 @@ from qflow_node.sim.runner import (
     CI_SEEDS,
     KNOWN_OPEN,
     as_known,
+    critical_line,
     default_jobs,
     seed_set,
     soak_seeds,
@@ -91,6 +92,7 @@ def run_command(seed: int, nodes: int, profile: str, trace_path: Path | None) ->
         f"faults {dict(sorted(result.faults.items()))}; duplicates {result.duplicate_records}; "
         f"trace {result.digest}"
     )
+    click.echo(f"  critical: {critical_line(result.critical)}")
     for violation in result.violations:
         click.echo(f"  {violation}")
     if not result.ok:

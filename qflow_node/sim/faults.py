@@ -14,7 +14,9 @@ from typing import Final, Literal
 
 from qflow_node.sim.network import LinkModel
 
-FaultKind = Literal["crash", "partition", "slow", "forge", "replay", "kill_launcher"]
+FaultKind = Literal[
+    "crash", "partition", "slow", "forge", "replay", "kill_launcher", "kill_coordinator"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,8 @@ class Profile:
     forged_per_min: float  # tampered copies of real messages injected
     replayed_per_min: float  # old messages sent again
     launcher_kills: int  # flows whose launcher is killed right after it takes them
+    coordinator_kills: int  # lease holders killed while they put a critical step to a round
+    byzantine: tuple[int, int]  # Byzantine validators (at most what the policy tolerates)
     skew_ms: int  # each node's wall clock is off by up to this
     flows: tuple[int, int]
     quiet_at_s: float  # faults end here (virtual seconds after the start)
@@ -49,6 +53,8 @@ PROFILES: Final = {
         forged_per_min=0,
         replayed_per_min=0,
         launcher_kills=0,
+        coordinator_kills=0,
+        byzantine=(0, 0),
         skew_ms=50,
         flows=(4, 8),
         quiet_at_s=40,
@@ -66,6 +72,8 @@ PROFILES: Final = {
         forged_per_min=6,
         replayed_per_min=6,
         launcher_kills=1,
+        coordinator_kills=2,
+        byzantine=(0, 1),
         skew_ms=500,
         flows=(4, 8),
         quiet_at_s=60,
@@ -83,6 +91,8 @@ PROFILES: Final = {
         forged_per_min=30,
         replayed_per_min=30,
         launcher_kills=2,
+        coordinator_kills=3,
+        byzantine=(1, 2),
         skew_ms=2000,
         flows=(5, 10),
         quiet_at_s=80,

@@ -3,7 +3,8 @@
 Continuous checks (`Checker.sample`, every couple of virtual seconds, on every live
 node) and final ones (`Checker.final`, once the faults have stopped and the run has
 settled). A node's state is read from its real services: the execution service's
-replicas and the ledger store on its disk.
+replicas and the ledger store on its disk. Certificates are checked as they come too:
+the world hands in each one a coordinator obtains (`certified`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from typing import Any, Final
 import trio
 
 from qflow_node.codec import CID
+from qflow_node.core.critical import Certificate, CriticalKeys, Decision, verify_certificate
 from qflow_node.core.engine import events as ev
 from qflow_node.core.engine.state import TERMINAL
 from qflow_node.core.ledger import Record
-from qflow_node.ledger_store import LedgerStore
+from qflow_node.core.scheduling import Slot
+from qflow_node.ledger_store import LedgerStore, LedgerStoreError
 from qflow_node.runtime.replay import ReplayError, replay
+from qflow_node.sim.critical import show_decision, show_slot
 from qflow_node.sim.node import SimNode
 
 RESULT_KINDS: Final = frozenset(
@@ -30,6 +34,7 @@ RESULT_KINDS: Final = frozenset(
 INVARIANTS: Final = {
     "liveness": "every accepted flow ends on every node once the faults stop",
     "one_result": "no step attempt has two different committed results",
+    "one_certificate": "no slot has certificates of two decisions (critical steps, decisions)",
     "same_state": "replicas that hold the same records compute the same state",
     "ledger_valid": "every node's ledger of every execution verifies",
     "convergence": "after the heal, every node holds the same heads",
@@ -59,7 +64,8 @@ def _short(cid: CID) -> str:
 
 
 class Checker:
-    def __init__(self) -> None:
+    def __init__(self, critical: CriticalKeys | None = None) -> None:
+        self.critical = critical  # the subnet policy's keys: what certificates verify under
         self.violations: list[Violation] = []
         self.duplicate_records = 0
         self.ended: dict[CID, bool] = {}  # per execution: ended on every node (final)
@@ -67,6 +73,10 @@ class Checker:
         self._results: dict[tuple[CID, str, int], tuple[tuple[str, str], str]] = {}
         # (exec, heads) -> state snapshot of a fold from scratch
         self._folds: dict[tuple[CID, frozenset[CID]], dict[str, Any] | None] = {}
+        # slot -> every decision certified for it, and where it was seen first
+        self._certified: dict[Slot, dict[Decision, str]] = {}
+        self._verified: dict[tuple[Slot, bytes], bool] = {}
+        self._walked: set[CID] = set()  # records already looked at (the same on every node)
 
     def violate(self, invariant: str, detail: str) -> None:
         self.violations.append(Violation(invariant, trio.current_time(), detail))
@@ -78,6 +88,7 @@ class Checker:
             services = node.services
             if services is None:
                 continue
+            self._certificates_in(node.name, services.ledger)
             for exec, replica in list(services.execs.replicas.items()):
                 self._results_of(node.name, exec, replica.state.instances.items())
                 heads = services.ledger.heads(exec)
@@ -105,6 +116,65 @@ class Checker:
                 )
                 self._results[key] = (seen, node)  # report each flip once
 
+    # -- one_certificate -------------------------------------------------------------------
+
+    def certified(self, where: str, slot: Slot, cert: Certificate, *, obtained: bool) -> None:
+        """A certificate seen for `slot`: one a coordinator obtained (`obtained`), or one in
+        a record. Only one that verifies under the group key counts as a certificate (the
+        replicas refuse the others), but a coordinator must never obtain one that does
+        not."""
+        if not self._verifies(slot, cert):
+            if obtained:
+                self.violate(
+                    "one_certificate",
+                    f"{where} obtained a certificate of {show_slot(slot)} that does not verify "
+                    "under the group key",
+                )
+            return
+        seen = self._certified.setdefault(slot, {})
+        if cert.decision in seen:
+            return
+        if seen:
+            earlier = ", ".join(f"{show_decision(d)} (first {w})" for d, w in seen.items())
+            self.violate(
+                "one_certificate",
+                f"{show_slot(slot)}: {where} holds a certificate of "
+                f"{show_decision(cert.decision)}, but {earlier} was certified too",
+            )
+        seen[cert.decision] = where
+
+    def _verifies(self, slot: Slot, cert: Certificate) -> bool:
+        if self.critical is None or cert.policy != self.critical.policy:
+            return False
+        key = (slot, cert.sig)
+        if key not in self._verified:
+            critical = self.critical
+            self._verified[key] = verify_certificate(cert, critical.keys, critical.subnet, slot)
+        return self._verified[key]
+
+    def _certificates_in(self, node: str, ledger: LedgerStore) -> None:
+        """Every certificate in the records of `node`'s ledger not looked at before."""
+        for exec in ledger.executions():
+            todo = [head for head in ledger.heads(exec) if head not in self._walked]
+            while todo:
+                cid = todo.pop()
+                if cid in self._walked:
+                    continue
+                try:
+                    record = ledger.record(cid)
+                except LedgerStoreError:
+                    continue  # not in this store (yet): another node's walk finds it
+                self._walked.add(cid)
+                todo += [parent for parent in record.prev if parent not in self._walked]
+                cert = record.certificate
+                if cert is None or record.step is None:
+                    continue
+                try:
+                    slot = Slot(record.exec, record.step, record.attempt)
+                except ValueError:
+                    continue  # no slot: nothing a certificate could be for
+                self.certified(f"{node}'s record {_short(cid)}", slot, cert, obtained=False)
+
     def reference(
         self, ledger: LedgerStore, exec: CID, heads: Sequence[CID]
     ) -> dict[str, Any] | None:
@@ -112,7 +182,7 @@ class Checker:
         key = (exec, frozenset(heads))
         if key not in self._folds:
             try:
-                self._folds[key] = replay(ledger, exec).state.snapshot()
+                self._folds[key] = replay(ledger, exec, critical=self.critical).state.snapshot()
             except ReplayError:
                 self._folds[key] = None
         return self._folds[key]
@@ -142,6 +212,9 @@ class Checker:
         return True
 
     def final(self, nodes: Sequence[SimNode], execs: Sequence[CID]) -> None:
+        for node in nodes:
+            if node.services is not None:
+                self._certificates_in(node.name, node.services.ledger)
         for exec in execs:
             heads_of: dict[str, frozenset[CID]] = {}
             states: dict[frozenset[CID], dict[str, Any]] = {}
@@ -160,7 +233,7 @@ class Checker:
                     self.violate("ledger_valid", f"{node.name} {_short(exec)}: {report.failure}")
                     continue
                 try:
-                    folded = replay(ledger, exec)
+                    folded = replay(ledger, exec, critical=self.critical)
                 except ReplayError as exc:
                     self.violate("ledger_valid", f"{node.name} {_short(exec)}: {exc}")
                     continue

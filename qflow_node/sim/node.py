@@ -1,9 +1,11 @@
 """A virtual node: the real services of `qflow node run` (membership, execution, ledger
-sync, the envelope gate) wired to the simulated network instead of libp2p.
+sync, the critical service, the envelope gate) wired to the simulated network instead of
+libp2p.
 
-What a crash keeps is what a real crash keeps: the repo on disk (blocks, heads journal)
-and the key. Everything in memory goes with the incarnation's cancelled task tree; a
-restart builds new services on the same repo, which resume from it as a real node does.
+What a crash keeps is what a real crash keeps: the repo on disk (blocks, heads journal,
+a validator's lock journal) and the key. Everything in memory goes with the
+incarnation's cancelled task tree; a restart builds new services on the same repo, which
+resume from it as a real node does.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from qflow_node.ledger_store import LedgerStore
 from qflow_node.net.gossip import Gossip
 from qflow_node.net.reqresp import Direct
 from qflow_node.repo import RepoPaths
+from qflow_node.runtime.critical_service import CRITICAL_LOCKS, LockJournal
 from qflow_node.runtime.daemon import Consumers, join_subnets
 from qflow_node.runtime.exec_service import ExecService, ExecSettings
 from qflow_node.runtime.heads_service import HeadsService, HeadsSettings
@@ -29,6 +32,7 @@ from qflow_node.runtime.local import LocalRunner
 from qflow_node.runtime.membership_service import MembershipService, membership_config
 from qflow_node.runtime.validation import Rejections
 from qflow_node.sandbox import Sandbox
+from qflow_node.sim.critical import CriticalWatch, Dealing, critical_service
 from qflow_node.sim.network import Endpoint, SimDirect, SimExchange, SimGossip, SimNet
 from qflow_node.store.filestore import FileBlockStore
 from qflow_node.store.service import BlockService
@@ -67,6 +71,7 @@ class SimNode:
         heads_settings: HeadsSettings,
         heartbeat_s: float,
         wasm_cache: Path,
+        critical: tuple[Dealing, CriticalWatch] | None = None,
     ) -> None:
         self.name = name
         self.key = key
@@ -78,6 +83,7 @@ class SimNode:
         self.heads_settings = heads_settings
         self.heartbeat_s = heartbeat_s
         self.wasm_cache = wasm_cache
+        self.critical = critical  # the subnet policy, and who watches its rounds
         self.skew_ns = 0  # this node's clock error
         self.slow_s = 0.0
         self.incarnation = 0
@@ -137,20 +143,24 @@ class SimNode:
         end = Endpoint(self.peer, self.incarnation, store, slow_s=self.slow_s)
         self.endpoint = end
         self.net.join(end)
+        journal = LockJournal(self.paths.ledger / CRITICAL_LOCKS)
         try:
             with (
                 clock.wall_clock_from(self.wall_ns),
                 self._scope,
                 Sandbox(store, cache_dir=self.wasm_cache) as sandbox,
             ):
-                await self._serve(store, end, sandbox)
+                await self._serve(store, end, sandbox, journal)
         finally:
             end.alive = False
             self.services = None
+            journal.close()
             store.close()
             self.stopped.set()
 
-    async def _serve(self, store: FileBlockStore, end: Endpoint, sandbox: Sandbox) -> None:
+    async def _serve(
+        self, store: FileBlockStore, end: Endpoint, sandbox: Sandbox, journal: LockJournal
+    ) -> None:
         gossip = cast(Gossip, SimGossip(self.net, end))
         blocks = BlockService(store, SimExchange(self.net, end))
         ledger = LedgerStore(store, self.paths)
@@ -163,6 +173,7 @@ class SimNode:
             work_tokens=lambda: execs.free_work_tokens(),  # noqa: PLW0108 - made below
             load=lambda: 0,
         )
+        direct = cast(Direct, SimDirect(self.net, end))
         execs = ExecService(
             self.key,
             gossip,
@@ -170,10 +181,18 @@ class SimNode:
             ledger,
             runner=runner,
             membership=membership,
-            direct=cast(Direct, SimDirect(self.net, end)),
+            direct=direct,
             subnets=[SUBNET],
             settings=self.exec_settings,
         )
+        if self.critical is not None:
+            dealing, watch = self.critical
+            # As the daemon does: every certificate links the policy block.
+            store.put(dealing.policy.to_block())
+            execs.critical = critical_service(
+                self.peer, direct, execs, journal, name=self.name, dealing=dealing,
+                watch=watch,
+            )  # fmt: skip
         heads = HeadsService(
             self.key,
             gossip,
@@ -200,6 +219,8 @@ class SimNode:
             services.start_soon(membership.run)
             services.start_soon(heads.run)
             services.start_soon(execs.run)
+            if execs.critical is not None:
+                services.start_soon(execs.critical.run)
             self.ready.set()
 
 

@@ -36,11 +36,7 @@ CI_SEEDS: Final = [
 
 # Seeds of CI_SEEDS that fail for a bug found and not yet fixed (docs/testing.md, "Open"),
 # with the invariants they violate: held to exactly that, so a fix or a new bug shows.
-KNOWN_OPEN: Final[dict[int, frozenset[str]]] = {
-    # an approval on one side of a partition and the wait's timeout on the other: both
-    # commit (a decision on a wait needs a quorum commit, issue 9's protocol)
-    3050: frozenset({"one_result"}),
-}
+KNOWN_OPEN: Final[dict[int, frozenset[str]]] = {}
 
 
 def as_known(summary: Summary) -> bool:
@@ -72,6 +68,7 @@ class Summary:
     flows_ended: int = 0
     duplicate_records: int = 0
     faults: Counter[str] = field(default_factory=Counter)
+    critical: Counter[str] = field(default_factory=Counter)
     violations: Counter[str] = field(default_factory=Counter)
     failed: list[RunResult] = field(default_factory=list)
     slowest: list[RunResult] = field(default_factory=list)  # by wall time, at most 3
@@ -84,6 +81,7 @@ class Summary:
         self.flows_ended += result.flows_ended
         self.duplicate_records += result.duplicate_records
         self.faults.update(result.faults)
+        self.critical.update(result.critical)
         self.violations.update(v.invariant for v in result.violations)
         if not result.ok:
             self.failed.append(result)
@@ -97,6 +95,7 @@ class Summary:
             f"duplicate records: {self.duplicate_records}",
             "faults injected: "
             + (", ".join(f"{k} {n}" for k, n in sorted(self.faults.items())) or "none"),
+            "critical: " + critical_line(self.critical),
             f"invariant violations: {sum(self.violations.values())}"
             + (" (" + ", ".join(f"{k} {n}" for k, n in sorted(self.violations.items())) + ")")
             * bool(self.violations),
@@ -118,6 +117,20 @@ class Summary:
             out.append(f"... and {len(self.failed) - shown} more failing seeds:")
             out += [f"  {r.config.command()}" for r in self.failed[shown:]]
         return out
+
+
+def critical_line(counts: Counter[str]) -> str:
+    """The two-phase commit's figures, in a fixed order."""
+    order = (
+        "rounds",
+        "certificates",
+        "abort certificates",
+        "rounds without decision",
+        "coordinator crashes mid-round",
+        "byzantine validators",
+        "byzantine votes",
+    )
+    return ", ".join(f"{name} {counts[name]}" for name in order)
 
 
 def sweep(

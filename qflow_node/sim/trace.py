@@ -69,6 +69,8 @@ _KEPT_INFO: Final = frozenset(
         "peer.suspect",
         "peer.dead",
         "peer.alive",
+        "critical.decided",
+        "critical.round_failed",
     }
 )
 

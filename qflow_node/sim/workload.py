@@ -32,7 +32,8 @@ class FlowKind:
     path: str  # under examples/
     inputs: Callable[[random.Random], dict[str, Any]]
     approvals: bool = False
-    short: bool = False  # finishes within seconds when nothing fails: for launcher kills
+    # Finishes within seconds when nothing fails, without the validators: for launcher kills.
+    short: bool = False
 
 
 KINDS: Final = (
@@ -63,12 +64,22 @@ KINDS: Final = (
     FlowKind("nap", "sim/nap.yaml", lambda r: {"label": f"l{r.randrange(1000)}"}),
     FlowKind("saga", "sim/saga.yaml", lambda r: {}),
     FlowKind("sign-off", "sim/sign-off.yaml", lambda r: {}, approvals=True),
+    # Critical steps: each settled by the validators' two-phase commit. Not `short`: with
+    # its launcher killed, a flow that needs t validators may find fewer among the survivors.
+    FlowKind("payment", "flows/payment.yaml", lambda r: {"rounds": r.randrange(100, 5000)}),
+    FlowKind("settle", "sim/settle.yaml", lambda r: {"rounds": r.randrange(100, 5000)}),
 )
 
 
 @cache
 def compiled(path: str) -> LoadedFlow:
     return load_flow(EXAMPLES / path)
+
+
+def modules() -> list[CID]:
+    """Every module the workload's flows run: the subnet policy's whitelist."""
+    found = {block.cid for kind in KINDS for block in compiled(kind.path).modules.values()}
+    return sorted(found, key=lambda cid: cid.encode())
 
 
 @dataclass

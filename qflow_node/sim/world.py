@@ -29,22 +29,29 @@ import trio.testing
 
 from qflow_node import offload
 from qflow_node.codec import CID, Block
+from qflow_node.core.critical import Decided
+from qflow_node.core.scheduling import Slot
 from qflow_node.core.submission import SubmissionError
 from qflow_node.identity import SigningKey, keys
 from qflow_node.runtime.exec_service import ControlRefused, ExecSettings
 from qflow_node.runtime.heads_service import HeadsSettings
+from qflow_node.sim.critical import CriticalWatch, deal
 from qflow_node.sim.faults import PROFILES, WARMUP_S, Fault, Profile, schedule
 from qflow_node.sim.invariants import Checker, Violation
 from qflow_node.sim.network import LinkModel, NetStats, SimNet
-from qflow_node.sim.node import SimNode
+from qflow_node.sim.node import SUBNET, SimNode
 from qflow_node.sim.trace import Trace, capturing_logs
-from qflow_node.sim.workload import APPROVERS, KINDS, Submitted, approval, submission
+from qflow_node.sim.workload import APPROVERS, KINDS, Submitted, approval, modules, submission
 
 SAMPLE_EVERY_S: Final = 2.0
 SETTLE_POLL_S: Final = 1.0
 # How long, after the faults end, the flows of killed launchers have to end on the
 # survivors (their launchers still down): a few leases and retries' worth.
 LAUNCHER_GRACE_S: Final = 60.0
+# A coordinator kill lands this long at most after its round began: a round takes a few
+# round trips (more when validators are slow, down or stalling), so kills fall before the
+# prepares, among the votes, and after the certificate but before the record.
+KILL_WITHIN_S: Final = 0.25
 _SHM: Final = Path("/dev/shm")
 _VERIFIED_KEPT: Final = 200_000
 
@@ -76,6 +83,7 @@ class RunResult:
     digest: str
     net: NetStats
     wall_s: float
+    critical: Counter[str] = field(default_factory=Counter)  # rounds, certificates, ...
     tail: list[str] = field(default_factory=list)
 
     @property
@@ -99,24 +107,45 @@ class World:
         self.net = SimNet(self.rng("network"), self.profile.links, trace)
         self.net.on_forged_accepted = self._forged_accepted
         clocks = self.rng("clocks")
+        keys = [
+            SigningKey(hashlib.sha256(f"{config.seed}/node/{index}".encode()).digest())
+            for index in range(config.nodes)
+        ]
+        # The subnet policy (validators, their key, who is Byzantine), dealt from the seed.
+        self.dealing = deal(
+            config.seed,
+            SUBNET,
+            [key.peer_id for key in keys],
+            modules=modules(),
+            rng=self.rng("validators"),
+            byzantine=self.profile.byzantine,
+        )
+        self.checker = Checker(self.dealing.keys)
+        self.watch = CriticalWatch(trace, self._certificate, self._round_began)
         self.nodes: list[SimNode] = []
-        for index in range(config.nodes):
-            seed = hashlib.sha256(f"{config.seed}/node/{index}".encode()).digest()
+        for index, key in enumerate(keys):
             node = SimNode(
                 f"n{index}",
-                SigningKey(seed),
+                key,
                 root / f"n{index}",
                 self.net,
                 exec_settings=ExecSettings(),
                 heads_settings=HeadsSettings(),
                 heartbeat_s=1.0,
                 wasm_cache=Path(tempfile.gettempdir()) / "qflow-sim-wasm",
+                critical=(self.dealing, self.watch),
             )
             skew = self.profile.skew_ms
             node.skew_ns = clocks.randint(-skew, skew) * 1_000_000
             self.nodes.append(node)
         self.by_peer = {node.peer: node for node in self.nodes}
-        self.checker = Checker()
+        self.by_name = {node.name: node for node in self.nodes}
+        kills = self.rng("coordinator-kills")
+        self._kill_rng = kills
+        self._coordinator_kills = sorted(
+            kills.uniform(WARMUP_S, self.profile.quiet_at_s * 0.8)
+            for _ in range(self.profile.coordinator_kills)
+        )
         self.faults = schedule(self.profile, config.nodes, self.rng("faults"))
         self.fault_counts: Counter[str] = Counter()
         self.submitted: list[Submitted] = []
@@ -135,6 +164,15 @@ class World:
 
     async def main(self) -> None:
         quiet = self.profile.quiet_at_s
+        policy = self.dealing.policy
+        self.trace.add(
+            "sim",
+            "policy",
+            validators=[self.by_peer[v.peer].name for v in policy.validators],
+            threshold=policy.threshold,
+            byzantine={self.by_peer[p].name: b for p, b in sorted(self.dealing.byzantine.items())},
+        )
+        self.watch.counts["byzantine validators"] += len(self.dealing.byzantine)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self.net.run)
@@ -234,6 +272,36 @@ class World:
                 self.net.forged.add(data)
             self._count(fault.kind, topic=topic.rsplit("/", 1)[-1])
             self.net.inject(origin, topic, data, delay=0.0)
+
+    # -- critical rounds -------------------------------------------------------------------
+
+    def _certificate(self, node: str, slot: Slot, decided: Decided) -> None:
+        self.checker.certified(f"{node}'s round", slot, decided.certificate, obtained=True)
+
+    def _round_began(self, name: str) -> None:
+        # A pending coordinator kill takes the first round begun after its time.
+        now = trio.current_time()
+        if not self._coordinator_kills or self._coordinator_kills[0] > now:
+            return
+        node = self.by_name[name]
+        if now >= self.profile.quiet_at_s or not node.up or node.peer in self.held_down:
+            return
+        assert self._nursery is not None
+        self._coordinator_kills.pop(0)
+        delay = self._kill_rng.uniform(0, KILL_WITHIN_S)
+        down = self._kill_rng.uniform(*self.profile.down_s)
+        until = min(self.profile.quiet_at_s, now + delay + down)
+        self._nursery.start_soon(self._kill_coordinator, node, delay, until)
+
+    async def _kill_coordinator(self, node: SimNode, delay: float, until: float) -> None:
+        assert self._nursery is not None
+        await trio.sleep(delay)
+        quiet = trio.current_time() >= self.profile.quiet_at_s  # the faults have stopped
+        if quiet or not node.up or node.peer in self.held_down:
+            return
+        self._count("kill_coordinator", node=node.name, mid_round=self.watch.mid_round(node.name))
+        self._crash(node)
+        self._nursery.start_soon(self._restart_at, node, until)
 
     def _count(self, kind: str, **fields: object) -> None:
         self.fault_counts[kind] += 1
@@ -383,6 +451,9 @@ class World:
             for sub in self.submitted:
                 if self.checker.status(ledger, sub.exec) in ("completed", "failed"):
                     self._ended_on.setdefault(sub.exec, set()).add(node.name)
+        if self.watch.mid_round(node.name):
+            self.watch.counts["coordinator crashes mid-round"] += 1
+            self.trace.add(node.name, "crash.mid_round")
         node.crash()
 
     def _unended_killed_launchers(self) -> list[Submitted]:
@@ -485,5 +556,6 @@ def run(config: RunConfig, trace_file: TextIO | None = None) -> RunResult:
         digest=trace.digest(),
         net=world.net.stats,
         wall_s=time.perf_counter() - started,
+        critical=world.watch.counts,
         tail=trace.tail() if world.checker.violations else [],
     )

@@ -143,6 +143,25 @@ def test_whatever_the_fold_order_only_the_certified_decision_counts() -> None:
         assert [r.event.kind for r in rejected] == ["timer.fired"]
 
 
+def test_what_is_no_decision_step_goes_without_the_validators() -> None:
+    ir = flow("""
+name: plain
+steps:
+  - id: nap
+    sleep: 1s
+  - id: note
+    transform: '"done"'
+""")
+    state = ok(apply(initial(ir, EXEC.encode(), KEYS), started({})))
+    state = ok(apply(state, Event("step.started", "nap", 1, 1000)))
+    fired = Event("timer.fired", "nap", 1, 2000, {"due": 2000})
+    assert not settles_decision(state, fired)
+    state = ok(apply(state, fired))
+    note = completed("note", "done")
+    assert not settles_decision(state, note)
+    assert ok(apply(state, note)).instances["note"].status == "completed"
+
+
 def test_without_a_policy_decisions_apply_as_they_come() -> None:
     assert not settles_decision(waiting(None), TIMEOUT)
     assert ok(apply(waiting(None), TIMEOUT)).instances["sign_off"].status == "failed"

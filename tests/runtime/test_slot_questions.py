@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import cast
 
+import pytest
 import trio
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
@@ -310,3 +311,42 @@ async def test_a_submission_accepted_is_resumed_after_a_crash_before_its_start()
         resumed = await trio.to_thread.run_sync(service._resume)  # what a restart opens
         assert [replica.exec for replica in resumed] == [exec]
         assert not resumed[0].started
+
+
+async def test_a_restarted_node_never_rewinds_its_start_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression (found by the simulator, seed 3045/3/hostile): a node back from a crash
+    rewound every record of its own that the one peer answering lacked - a peer just back
+    from a crash itself - `exec.started` included, and the accepted execution was gone
+    from every ledger. Its later records are still rewound; its start record stays (a
+    second start by another node would be no conflict: replay applies the first)."""
+    exec, blocks = submission(KINDS[0], random.Random(9), SigningKey.generate(), ts_ms=1)
+    async with exec_service(subnet="default") as service:
+        assert await service.submit(exec, blocks)
+        ledger, key = service.ledger, service.key
+        started = ledger.append(exec, "exec.started", payload=exec, key=key).cid
+        control = raw_block(b"{}")
+        service.blocks.store.put_many([control])
+        pause = ledger.append(exec, "exec.paused", payload=control.cid, key=key, actor=key.did)
+        paused = pause.cid
+        replica = service.replicas[exec]
+        service._refresh(exec)
+        assert replica.heads == (paused,)
+
+        asked: list[object] = []
+
+        async def ask_all(
+            _replica: ReplicaState, question: dict[str, object], *, batch: bool
+        ) -> list[tuple[str, object]]:
+            asked.append(question["record"])
+            return [(PEERS[0], {"have": False})]  # the one peer that answers lacks it
+
+        monkeypatch.setattr(service, "_ask_all", ask_all)
+        replica.own_heads = "checking"  # as after a restart, once the hold is over
+        assert service.withholds(exec)
+        await service._settle_own_heads(replica)
+        assert asked == [paused]  # the start record is not even asked about
+        assert ledger.heads(exec) == (started,)
+        assert replica.started and replica.heads == (started,)
+        assert not service.withholds(exec)  # checked: its heads are announced again

@@ -15,7 +15,9 @@ from qflow_node.core.scheduling import claims
 from qflow_node.ledger_store import LedgerStore
 from qflow_node.runtime import replica as replica_module
 from qflow_node.runtime.replica import Replica
+from qflow_node.sim import critical, world
 from qflow_node.sim.runner import CI_SEEDS
+from qflow_node.sim.workload import KINDS
 from qflow_node.sim.world import RunConfig, RunResult, run
 
 
@@ -71,3 +73,21 @@ def test_a_replica_that_applies_a_record_before_its_parents_is_caught(
     # the node then does with it (a flow that stalls, a step run again).
     kinds = {v.invariant for v in found.violations}
     assert kinds & {"same_state", "one_result", "liveness", "killed_launcher"}, kinds
+
+
+@pytest.mark.slow
+def test_byzantine_validators_above_the_bound_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two equivocating validators of three (t = 2: two quorums overlap in one validator,
+    so not even one Byzantine validator is tolerated), and a workload of critical steps:
+    a slot ends up with certificates of two decisions, and `one_certificate` says so."""
+    monkeypatch.setattr(critical, "tolerated", lambda n, t: n - 1)
+    monkeypatch.setattr(critical, "BEHAVIOURS", ("equivocate",))
+    kinds = tuple(k for k in KINDS if k.name in ("payment", "settle", "spin-chain"))
+    monkeypatch.setattr(world, "KINDS", kinds)
+    for seed in range(3001, 3031):
+        result = run(RunConfig(seed, 3, "hostile"))
+        if any(v.invariant == "one_certificate" for v in result.violations):
+            break
+    else:
+        raise AssertionError("no seed noticed two certificates for one slot")
+    assert result.critical["byzantine validators"] == 2

@@ -21,6 +21,15 @@ FOUND = [
     # concurrent starts of a timer folded to the later one; a restarted node answering
     # "not done" for the slots of executions it had finished
     RunConfig(seed=3084, nodes=3, profile="hostile"),
+    # an accepted execution forgotten by a restarted node that rewound its own
+    # exec.started because the one peer answering (just restarted too) lacked it
+    RunConfig(seed=3045, nodes=3, profile="hostile"),
+    # a start record merged without the submission's flow and inputs (its launcher killed)
+    RunConfig(seed=3012, nodes=3, profile="hostile"),
+    # heads refused for a block a cut-off node could not fetch, taken for a forgery and
+    # never caught up again (a walk that passed over blocks the exchange did not return)
+    RunConfig(seed=3014, nodes=3, profile="hostile"),
+    RunConfig(seed=3041, nodes=3, profile="hostile"),
 ]
 
 

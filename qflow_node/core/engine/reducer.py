@@ -143,7 +143,11 @@ def decision_refusal(state: ExecState, event: Event) -> str | None:
 def settles_decision(state: ExecState, event: Event) -> bool:
     """Whether writing `event` settles a decision step of a replica that knows its
     subnet's policy: the writer must get it certified first (`decision_refusal`)."""
-    return state.critical is not None and decision_refusal(state, event) is None
+    if state.critical is None or event.step is None or event.kind not in DECISION_KINDS:
+        return False
+    if parse_instance(event.step) is None or not is_decision(_step_of(state, event.step)):
+        return False  # a transform's result, a sleep's timer: no decision to certify
+    return decision_refusal(state, event) is None
 
 
 def _decision_problem(
