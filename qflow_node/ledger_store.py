@@ -63,7 +63,17 @@ from cachetools import LRUCache
 
 from qflow_node.appendlog import FRAME, MAGIC, AppendLog, LogFormatError, frame, parse
 from qflow_node.clock import wall_ms, wall_s
-from qflow_node.codec import CID, DAG_CBOR, Block, CodecError, decode_dag, encode_dag, parse_cid
+from qflow_node.codec import (
+    CID,
+    DAG_CBOR,
+    RAW,
+    Block,
+    CodecError,
+    decode_dag,
+    encode_dag,
+    iter_links,
+    parse_cid,
+)
 from qflow_node.core.critical import Certificate
 from qflow_node.core.ledger import (
     CorruptBlock,
@@ -605,7 +615,9 @@ class LedgerStore:
 
         The blocks reachable from `heads` must already be in the store (fetch first):
         a record whose submission, payload or state block is missing is refused with
-        `missing_block` (fetch its DAG again, not trusting present blocks, and retry).
+        `missing_block` (fetch its DAG again, not trusting present blocks, and retry),
+        and so are the first heads of an execution without its submission's whole DAG
+        (flow, inputs: `_missing_submission`).
         Nothing changes unless the whole union verifies. One record extending our only
         head - the ledger growing a record at a time - is checked alone: everything
         below it was verified when it became our head.
@@ -630,6 +642,10 @@ class LedgerStore:
             report = verify_execution(
                 [*current, *heads], self.lookup, exec=exec, checker=checker, resolve_links=True
             )
+            if report.ok and not current:
+                failure = self._missing_submission(exec)
+                if failure is not None:
+                    report = VerifyReport(False, exec, report.records, (), failure=failure)
             if report.ok:
                 if report.heads != current:
                     self._write_heads(exec, report.heads)
@@ -675,6 +691,38 @@ class LedgerStore:
                 return Failure(
                     Reason.MISSING_BLOCK, link, "linked block not found", linked_from=cid
                 )
+        return None
+
+    def _missing_submission(self, exec: CID) -> Failure | None:
+        """An execution's first heads need its submission's whole DAG here: the flow (its
+        modules, sub-flows) and the inputs. A node holding records without them can
+        neither run the execution nor serve it to others, yet its heads would say it
+        holds it (seed 3012: the launcher gone, no survivor had the flow). Later merges
+        need not look again: these blocks stay. Only dag-cbor and raw blocks are stored
+        (ADR 0005); a link of another codec is not followed."""
+        seen = {exec}
+        level = [(exec, exec)]
+        while level:
+            below: list[tuple[CID, CID]] = []
+            for cid, parent in level:
+                try:
+                    data = self.lookup(cid)
+                except CorruptBlock:  # quarantined by the store: fetched again
+                    data = None
+                if data is None:
+                    message = "block of the submission's DAG not found"
+                    return Failure(Reason.MISSING_BLOCK, cid, message, linked_from=parent)
+                if cid.cid_bytes[1] != DAG_CBOR:
+                    continue
+                try:
+                    links = list(iter_links(decode_dag(data)))
+                except CodecError:
+                    continue  # not for the ledger to judge: opening the replica refuses it
+                for link in links:
+                    if link not in seen and link.cid_bytes[1] in (DAG_CBOR, RAW):
+                        seen.add(link)
+                        below.append((link, cid))
+            level = below
         return None
 
     def verify(

@@ -18,7 +18,9 @@ Catch-ups run one at a time per execution (`max_catchups` at once overall); head
 already merged, or ours, are remembered and ignored, and so are heads the ledger holds
 already (`LedgerStore.holds`: usually merged meanwhile from record gossip). A fetch
 that was interrupted is repaired: if the merge reports a missing block, the walk is
-repeated without trusting blocks already present.
+repeated without trusting blocks already present. Heads whose ledger verifies badly are
+remembered (a forgery is not fetched again), but not heads refused only for a block
+still missing: the next announcement of them tries again.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from qflow_node.ledger_store import LedgerStore, LedgerStoreError
 from qflow_node.log import get_logger
 from qflow_node.net.gossip import Gossip
 from qflow_node.net.topics import topic
-from qflow_node.runtime.merging import fetch_and_merge
+from qflow_node.runtime.merging import fetch_and_merge, missing_block
 from qflow_node.store import StoreError
 from qflow_node.store.service import BlockService
 
@@ -218,6 +220,11 @@ class HeadsService:
             return
         failure = report.failure
         assert failure is not None
+        if missing_block(report):
+            # Not a forgery: a block nobody reachable gave us yet (a partition, a crash).
+            # Unremembered, so that the next announcement of these heads tries again.
+            log.info("ledger.catch_up_failed", error=f"{failure.message}: {failure.cid.encode()}")
+            return
         self.rejected += 1
         self._merged.setdefault(exec, set()).update(heads)  # don't refetch a forgery
         log.warning(

@@ -209,6 +209,7 @@ class BlockService:
         if self.exchange is None:
             raise BlockUnavailableError(dict.fromkeys(cids, "no_exchange"))
         fetched = await self.exchange.fetch_many(cids, peers, within)
+        missing = {cid: "timeout" for cid in cids if cid not in fetched}
         storable = []
         for cid, data in fetched.items():
             if cid.cid_bytes[1] == DAG_PB:
@@ -221,6 +222,10 @@ class BlockService:
                 storable.append(Block(cid, data))
         if storable:
             await run_sync(self.store.put_many, storable)
+        if missing:
+            # An exchange should say so itself (bitswap does); one that returned fewer
+            # blocks must not make a DAG walk pass over the rest as if it had them.
+            raise BlockUnavailableError(missing)
         return fetched
 
 
