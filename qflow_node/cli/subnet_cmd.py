@@ -31,7 +31,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import click
 
@@ -340,6 +340,8 @@ def subnet_group() -> None:
     """Validator sets: subnet policies, sealed key shares, updates by the current quorum."""
 
 
+Command = TypeVar("Command", bound=Callable[..., object])
+
 out_option = click.option(
     "--out",
     "out",
@@ -350,6 +352,28 @@ out_option = click.option(
 put_option = click.option(
     "--put", is_flag=True, help="Also store and pin the new policy block in the repo."
 )
+
+
+def policy_options(command: Command) -> Command:
+    """The policy's content options `create` and `dkg-plan` share: its modules,
+    capability authorities and roles."""
+    command = click.option(
+        "--role", "roles", multiple=True, metavar="ROLE=DID", help="Give ROLE to DID (repeatable)."
+    )(command)
+    command = click.option(
+        "--authority",
+        "authorities",
+        multiple=True,
+        metavar="DID",
+        help="A capability authority's did:key (repeatable).",
+    )(command)
+    return click.option(
+        "--module",
+        "modules",
+        multiple=True,
+        metavar="CID",
+        help="A wasm module (raw CID) allowed for critical steps (repeatable).",
+    )(command)
 
 
 @subnet_group.command("create")
@@ -376,23 +400,7 @@ put_option = click.option(
     required=True,
     help="t: how many validators must sign (more than half of them).",
 )
-@click.option(
-    "--module",
-    "modules",
-    multiple=True,
-    metavar="CID",
-    help="A wasm module (raw CID) allowed for critical steps (repeatable).",
-)
-@click.option(
-    "--authority",
-    "authorities",
-    multiple=True,
-    metavar="DID",
-    help="A capability authority's did:key (repeatable).",
-)
-@click.option(
-    "--role", "roles", multiple=True, metavar="ROLE=DID", help="Give ROLE to DID (repeatable)."
-)
+@policy_options
 @out_option
 @put_option
 def create_command(

@@ -37,6 +37,7 @@ from qflow_node.cli.subnet_cmd import (
     _store,
     _write,
     _write_dealing,
+    policy_options,
 )
 from qflow_node.core.dkg import DkgPlan, Finished, PlanError
 from qflow_node.core.dkg.plan import CONFIRM_STEPS, MAX_PLAN_SIZE, MIN_STEP_MS
@@ -123,23 +124,7 @@ def _print_outcome(out: Path, repo: Path, peer: str, done: Finished) -> None:
 @click.option(
     "--member", "members", multiple=True, metavar="PEER_ID", help="A member (repeatable)."
 )
-@click.option(
-    "--module",
-    "modules",
-    multiple=True,
-    metavar="CID",
-    help="A wasm module (raw CID) allowed for critical steps (repeatable).",
-)
-@click.option(
-    "--authority",
-    "authorities",
-    multiple=True,
-    metavar="DID",
-    help="A capability authority's did:key (repeatable).",
-)
-@click.option(
-    "--role", "roles", multiple=True, metavar="ROLE=DID", help="Give ROLE to DID (repeatable)."
-)
+@policy_options
 @click.option(
     "--start",
     required=True,
