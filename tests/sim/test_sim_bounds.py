@@ -34,3 +34,15 @@ def test_a_flow_that_ended_on_a_node_killed_later_counts_as_ended() -> None:
     reported the first flow as stalled. What a node saw end is noted when it crashes."""
     result = run(RunConfig(seed=50051, nodes=3, profile="hostile"))
     assert result.ok, "\n".join(str(v) for v in result.violations)
+
+
+@pytest.mark.parametrize("seed", [80022, 80049])
+def test_a_flow_no_survivor_ever_held_is_not_held_against_the_survivors(seed: int) -> None:
+    """Regression (soak seeds 80022, 80049): the launcher wrote the start record, the one
+    other node that got it was then killed as the launcher of another flow, and the only
+    node left up never had it. Held down, the two killed launchers took every record of
+    the flow with them, so no survivor could know of it; the killed-launcher check now
+    holds the survivors only to the flows one of them held (the final check still holds
+    the flow to ending everywhere)."""
+    world_result = run(RunConfig(seed=seed, nodes=3, profile="hostile"))
+    assert world_result.ok, "\n".join(str(v) for v in world_result.violations)
