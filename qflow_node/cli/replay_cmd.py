@@ -13,11 +13,11 @@ from qflow_node.codec import CID
 from qflow_node.core.critical import CriticalKeys
 from qflow_node.core.engine import parse_instance
 from qflow_node.core.flow import step_index
-from qflow_node.core.policy import PolicyError, load_policy
 from qflow_node.identity.store import load_node_key
 from qflow_node.ledger_store import LedgerStore
 from qflow_node.repo import RepoPaths
 from qflow_node.runtime.config import ConfigError, load_config
+from qflow_node.runtime.critical_service import CriticalSetupError, load_policy_file
 from qflow_node.runtime.grants import LocalAuthority
 from qflow_node.runtime.replay import Check, Replay, ReplayError, open_flow, replay
 from qflow_node.runtime.session import flow_modules
@@ -41,11 +41,9 @@ def repo_critical_keys(repo: Path) -> CriticalKeys | None:
     if files is None:
         return None
     try:
-        policy = load_policy((repo / files.policy).read_bytes(), path=str(files.policy))
-    except OSError as exc:
-        fail(f"[critical] policy {files.policy}: {exc.strerror}")
-    except PolicyError as exc:
-        fail(f"[critical] policy: {exc}")
+        policy = load_policy_file(repo, files)
+    except CriticalSetupError as exc:
+        fail(str(exc))
     return CriticalKeys(policy.subnet, policy.cid, policy.keys)
 
 

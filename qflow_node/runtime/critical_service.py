@@ -175,16 +175,22 @@ class CriticalSetupError(Exception):
     """The `[critical]` files cannot be used: which file, and why."""
 
 
-def load_critical(repo: Path, files: CriticalFiles, key: SigningKey) -> CriticalConfig:
-    """The policy in force and, on a validator, its share opened with the node key and
-    checked against the policy's commitments (a sealed share proves nothing of who made
-    it). Paths are relative to the repo."""
+def load_policy_file(repo: Path, files: CriticalFiles) -> PolicyDocument:
+    """The `[critical] policy` block (its path relative to the repo); CriticalSetupError
+    naming the file and what is wrong with it."""
     try:
-        policy = load_policy((repo / files.policy).read_bytes(), path=str(files.policy))
+        return load_policy((repo / files.policy).read_bytes(), path=str(files.policy))
     except OSError as exc:
         raise CriticalSetupError(f"[critical] policy {files.policy}: {exc.strerror}") from None
     except PolicyError as exc:
         raise CriticalSetupError(f"[critical] policy: {exc}") from None
+
+
+def load_critical(repo: Path, files: CriticalFiles, key: SigningKey) -> CriticalConfig:
+    """The policy in force and, on a validator, its share opened with the node key and
+    checked against the policy's commitments (a sealed share proves nothing of who made
+    it). Paths are relative to the repo."""
+    policy = load_policy_file(repo, files)
     if files.share is None:
         return CriticalConfig(policy)
     index = policy.index_of(key.peer_id)

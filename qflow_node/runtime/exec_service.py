@@ -948,15 +948,17 @@ class ExecService:
         written = 0
         control = replica.controls.get(slot.name)
         if control is not None:
-
-            def make() -> eng.Event:
-                return control_event(control, wall_ms())
-
-            deciding = eng.settles_decision(replica.state, make())
-            written = await self._commit_event(replica, slot, make)
-            if written or not deciding:  # a decision not certified yet is tried again
-                replica.controls.pop(slot.name, None)
-                replica.controls_since.pop(slot.name, None)
+            event = control_event(control, wall_ms())
+            if eng.settles_decision(replica.state, event):
+                written = await self._commit_decision(replica, slot, event)
+                if not written:
+                    return 0  # not certified yet: the control stays, tried again
+            else:
+                written = await self._commit(
+                    replica, slot, lambda: control_event(control, wall_ms())
+                )
+            replica.controls.pop(slot.name, None)
+            replica.controls_since.pop(slot.name, None)
             return written
         if slot.name == START:
             return await self._commit(

@@ -311,7 +311,7 @@ class _Walk:
                 f"{name}#http", (step["url"], headers, body), loops, extra
             )
             return {"method": step["method"], "url": url, "headers": filled_headers, "body": value}
-        template: Template = step["with"]  # type: ignore[typeddict-item]
+        template: Template = step["with"]  # type: ignore[typeddict-item]  # run/flow steps (http above)
         return self._fill(f"{name}#with", (template,), loops, extra)[0]
 
     def _evaluated(self, step: StepIR, name: str, loops: Loops, extra: Mapping[str, Any]) -> None:
